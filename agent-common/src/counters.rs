@@ -1,0 +1,118 @@
+//! Per-CPU counters: interface totals, IP protocols, and every skip or loss of the kernel path.
+
+/// Traffic direction as seen by the interface's TC hook.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Ingress = 0,
+    Egress = 1,
+}
+
+impl Direction {
+    pub const ALL: [Direction; 2] = [Direction::Ingress, Direction::Egress];
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+
+    pub const fn from_u32(v: u32) -> Option<Direction> {
+        match v {
+            0 => Some(Direction::Ingress),
+            1 => Some(Direction::Egress),
+            _ => None,
+        }
+    }
+}
+
+/// Key of the per-interface counters map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct IfaceKey {
+    pub ifindex: u32,
+    /// A [`Direction`] as u32.
+    pub direction: u32,
+}
+
+/// Packets and bytes (`skb->len`). Used per interface/direction and per IP protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct IfaceCounters {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Indices of the kernel's per-CPU event counters. Each is either a *skip* (the packet was
+/// counted on its interface but not attributed to a flow, by design) or a *loss* (something we
+/// wanted to record could not be). Both kinds are exported; none is silent.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelCounter {
+    /// Ethertype is neither IPv4 nor IPv6 (ARP, LLDP, ...).
+    SkipNotIp = 0,
+    /// Frame shorter than its Ethernet/VLAN header.
+    SkipTruncatedL2,
+    /// IPv4/IPv6 header (or an IPv6 extension header) cut short, or an IPv4 IHL below 5.
+    SkipTruncatedL3,
+    /// TCP/UDP header cut short, or a TCP data offset below 5.
+    SkipTruncatedL4,
+    /// Non-first IP fragment: it has no transport header, so no ports.
+    SkipFragment,
+    /// IPv6 extension header chain longer than we walk.
+    SkipIpv6ExtChain,
+    /// IP protocol other than TCP/UDP: counted per protocol only.
+    SkipOtherProto,
+    /// More VLAN tags than we walk (QinQ beyond two).
+    SkipVlanDepth,
+    /// A new flow could not be inserted in the flow map.
+    LossFlowInsert,
+    /// Interface counters entry could not be created.
+    LossIfaceInsert,
+    /// Flows created by the kernel (not a skip; exported as its own counter).
+    FlowsCreated,
+}
+
+impl KernelCounter {
+    pub const COUNT: u32 = 11;
+
+    pub const ALL: [KernelCounter; Self::COUNT as usize] = [
+        KernelCounter::SkipNotIp,
+        KernelCounter::SkipTruncatedL2,
+        KernelCounter::SkipTruncatedL3,
+        KernelCounter::SkipTruncatedL4,
+        KernelCounter::SkipFragment,
+        KernelCounter::SkipIpv6ExtChain,
+        KernelCounter::SkipOtherProto,
+        KernelCounter::SkipVlanDepth,
+        KernelCounter::LossFlowInsert,
+        KernelCounter::LossIfaceInsert,
+        KernelCounter::FlowsCreated,
+    ];
+
+    /// What the counter means for export: its kind and a bounded reason label.
+    pub const fn describe(self) -> (CounterKind, &'static str) {
+        use CounterKind::*;
+        match self {
+            KernelCounter::SkipNotIp => (Skip, "not_ip"),
+            KernelCounter::SkipTruncatedL2 => (Skip, "truncated_l2"),
+            KernelCounter::SkipTruncatedL3 => (Skip, "truncated_l3"),
+            KernelCounter::SkipTruncatedL4 => (Skip, "truncated_l4"),
+            KernelCounter::SkipFragment => (Skip, "ip_fragment"),
+            KernelCounter::SkipIpv6ExtChain => (Skip, "ipv6_ext_chain"),
+            KernelCounter::SkipOtherProto => (Skip, "other_ip_protocol"),
+            KernelCounter::SkipVlanDepth => (Skip, "vlan_depth"),
+            KernelCounter::LossFlowInsert => (Loss, "flow_map_insert"),
+            KernelCounter::LossIfaceInsert => (Loss, "iface_map_insert"),
+            KernelCounter::FlowsCreated => (Event, "flows_created"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CounterKind {
+    Skip,
+    Loss,
+    Event,
+}

@@ -1,0 +1,154 @@
+//! The flow table: key normalisation and the per-flow state the kernel keeps.
+
+/// An IP address as four 32-bit words holding the address bytes in network order
+/// (`u32::from_ne_bytes` of each 4-byte group). IPv4 is stored v4-mapped (`::ffff:a.b.c.d`),
+/// so one key type serves both families and the kernel never converts byte order.
+pub type Addr = [u32; 4];
+
+/// Builds the v4-mapped form of an IPv4 address given as its 4 network-order bytes.
+#[inline(always)]
+pub const fn v4_mapped(v4_network_order: u32) -> Addr {
+    [
+        0,
+        0,
+        u32::from_ne_bytes([0, 0, 0xff, 0xff]),
+        v4_network_order,
+    ]
+}
+
+/// Which side of a normalised flow key a packet travels from.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// From endpoint A (the lower endpoint) towards B.
+    A = 0,
+    /// From endpoint B towards A.
+    B = 1,
+}
+
+/// `FlowState::client` values: which endpoint opened the conversation.
+pub mod client {
+    pub const UNKNOWN: u8 = 0;
+    pub const A: u8 = 1;
+    pub const B: u8 = 2;
+}
+
+/// Normalised flow key: the two endpoints ordered so that both directions of a conversation
+/// map to one entry. Per interface, so a flow crossing two watched interfaces of one node is
+/// counted on each without the two mixing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub addr_a: Addr,
+    pub addr_b: Addr,
+    pub ifindex: u32,
+    pub port_a: u16,
+    pub port_b: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+impl FlowKey {
+    /// Orders (src, dst) into (A, B) and says which side the packet came from. Endpoints compare
+    /// address first, then port; any total order works as long as both directions agree.
+    #[inline(always)]
+    pub fn normalise(
+        ifindex: u32,
+        proto: u8,
+        src: &Addr,
+        sport: u16,
+        dst: &Addr,
+        dport: u16,
+    ) -> (FlowKey, Side) {
+        let src_first = endpoint_le(src, sport, dst, dport);
+        let (addr_a, port_a, addr_b, port_b, side) = if src_first {
+            (*src, sport, *dst, dport, Side::A)
+        } else {
+            (*dst, dport, *src, sport, Side::B)
+        };
+        (
+            FlowKey {
+                addr_a,
+                addr_b,
+                ifindex,
+                port_a,
+                port_b,
+                proto,
+                _pad: [0; 3],
+            },
+            side,
+        )
+    }
+}
+
+/// `(a, pa) <= (b, pb)` comparing the address words in order, then the port. Written as straight
+/// comparisons (no loop, no slice compare) so the eBPF side compiles it to a few branches.
+#[inline(always)]
+fn endpoint_le(a: &Addr, pa: u16, b: &Addr, pb: u16) -> bool {
+    if a[0] != b[0] {
+        return a[0] < b[0];
+    }
+    if a[1] != b[1] {
+        return a[1] < b[1];
+    }
+    if a[2] != b[2] {
+        return a[2] < b[2];
+    }
+    if a[3] != b[3] {
+        return a[3] < b[3];
+    }
+    pa <= pb
+}
+
+/// Counters for one direction of a flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DirCounters {
+    pub packets: u64,
+    /// Bytes as the interface sees them (`skb->len`, link-layer header included).
+    pub bytes: u64,
+    /// Transport payload bytes (after the TCP/UDP header).
+    pub payload_bytes: u64,
+}
+
+/// Per-flow state kept by the kernel. Counters are updated with atomic adds: both directions
+/// of one flow are routinely handled on different CPUs at the same time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowState {
+    /// Indexed by [`Side`]: `[A→B, B→A]`.
+    pub dir: [DirCounters; 2],
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    /// OR of the TCP flags seen: bits 0..8 from A, bits 8..16 from B.
+    /// 64 bits wide because BPF has atomic OR only for 64-bit words without alu32.
+    pub tcp_flags: u64,
+    /// One of [`client`].
+    pub client: u8,
+    pub _pad: [u8; 7],
+}
+
+impl FlowState {
+    pub fn tcp_flags_from(&self, side: Side) -> u8 {
+        (self.tcp_flags >> (8 * side as u64)) as u8
+    }
+}
+
+/// TCP flag bits as in the header's 13th byte.
+pub mod tcp_flag {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+}
+
+/// Key of the service-port map: ports userspace knows to be listening or configured as
+/// services, used to tell client from server on flows whose SYN was not seen.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ServicePortKey {
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}

@@ -1,0 +1,124 @@
+//! Layout checks: the size of every shared struct equals the sum of its fields' sizes, so there
+//! is no implicit padding, and the sizes match what the other side was built against.
+use super::*;
+use core::mem::{align_of, size_of};
+
+/// Asserts that `$ty` is exactly its fields laid end to end: no implicit padding anywhere.
+macro_rules! assert_no_padding {
+    ($ty:ty { $($field:ident : $fty:ty),+ $(,)? }) => {{
+        let sum = 0 $(+ size_of::<$fty>())+;
+        assert_eq!(size_of::<$ty>(), sum, concat!(stringify!($ty), " has implicit padding"));
+        // Offsets increase in declaration order with no gaps.
+        let mut expected = 0usize;
+        $(
+            assert_eq!(core::mem::offset_of!($ty, $field), expected,
+                concat!(stringify!($ty), ".", stringify!($field), " is not where expected"));
+            expected += size_of::<$fty>();
+        )+
+        let _ = expected;
+    }};
+}
+
+#[test]
+fn flow_key_has_no_padding() {
+    assert_no_padding!(FlowKey {
+        addr_a: Addr,
+        addr_b: Addr,
+        ifindex: u32,
+        port_a: u16,
+        port_b: u16,
+        proto: u8,
+        _pad: [u8; 3]
+    });
+    assert_eq!(size_of::<FlowKey>(), 44);
+}
+
+#[test]
+fn flow_state_has_no_padding() {
+    assert_no_padding!(DirCounters {
+        packets: u64,
+        bytes: u64,
+        payload_bytes: u64
+    });
+    assert_no_padding!(FlowState {
+        dir: [DirCounters; 2],
+        first_seen_ns: u64,
+        last_seen_ns: u64,
+        tcp_flags: u64,
+        client: u8,
+        _pad: [u8; 7],
+    });
+    assert_eq!(size_of::<FlowState>(), 80);
+    assert_eq!(align_of::<FlowState>(), 8);
+}
+
+#[test]
+fn counter_structs_have_no_padding() {
+    assert_no_padding!(IfaceKey {
+        ifindex: u32,
+        direction: u32
+    });
+    assert_no_padding!(IfaceCounters {
+        packets: u64,
+        bytes: u64
+    });
+    assert_no_padding!(ServicePortKey {
+        port: u16,
+        proto: u8,
+        _pad: u8
+    });
+}
+
+#[test]
+fn kernel_counter_indices_are_dense_and_ordered() {
+    for (i, c) in KernelCounter::ALL.iter().enumerate() {
+        assert_eq!(*c as u32, i as u32);
+    }
+    assert_eq!(KernelCounter::ALL.len() as u32, KernelCounter::COUNT);
+}
+
+fn v4(a: u8, b: u8, c: u8, d: u8) -> Addr {
+    v4_mapped(u32::from_ne_bytes([a, b, c, d]))
+}
+
+#[test]
+fn both_directions_normalise_to_one_key() {
+    let client = v4(10, 0, 0, 1);
+    let server = v4(10, 0, 0, 2);
+    let (k1, s1) = FlowKey::normalise(3, 6, &client, 40000, &server, 80);
+    let (k2, s2) = FlowKey::normalise(3, 6, &server, 80, &client, 40000);
+    assert_eq!(k1, k2);
+    assert_ne!(s1, s2);
+    assert_eq!((s1, s2), (Side::A, Side::B));
+}
+
+#[test]
+fn same_address_orders_by_port() {
+    let lo = v4(127, 0, 0, 1);
+    let (k, s) = FlowKey::normalise(1, 17, &lo, 9000, &lo, 53);
+    assert_eq!((k.port_a, k.port_b), (53, 9000));
+    assert_eq!(s, Side::B);
+}
+
+#[test]
+fn v4_mapped_is_the_standard_mapping() {
+    let a = v4(192, 0, 2, 7);
+    let mut bytes = [0u8; 16];
+    for (i, w) in a.iter().enumerate() {
+        bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+    }
+    assert_eq!(
+        bytes,
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 7]
+    );
+}
+
+#[test]
+fn tcp_flags_split_per_side() {
+    let st = FlowState {
+        tcp_flags: 0x1202,
+        ..Default::default()
+    };
+    assert_eq!(st.tcp_flags_from(Side::A), tcp_flag::SYN);
+    assert_eq!(st.tcp_flags_from(Side::B), tcp_flag::SYN | tcp_flag::ACK);
+}

@@ -1,0 +1,231 @@
+//! Header parsing with direct packet access: Ethernet (+ up to two VLAN tags), IPv4 (any IHL),
+//! IPv6 (walking the usual extension headers), TCP and UDP. Returns what the flow table needs,
+//! or the reason the packet cannot be attributed to a flow.
+
+use agent_common::{v4_mapped, Addr, KernelCounter};
+use aya_ebpf::programs::TcContext;
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+const VLAN_HLEN: usize = 4;
+const MAX_VLAN_TAGS: usize = 2;
+
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+const IPV6_HOPOPTS: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_AH: u8 = 51;
+const IPV6_DSTOPTS: u8 = 60;
+/// Extension headers walked before giving up; real traffic rarely carries more than two.
+const MAX_IPV6_EXT: usize = 6;
+
+/// What the flow table needs to know about one packet.
+pub struct Packet {
+    pub src: Addr,
+    pub dst: Addr,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub tcp_flags: u8,
+    /// Transport payload length in bytes.
+    pub payload_len: u32,
+    /// Offset of the transport payload from the start of the frame.
+    pub payload_off: u32,
+}
+
+/// Why a packet was not attributed to a flow. `OtherProto` still carries its IP protocol so it
+/// can be counted per protocol.
+pub enum Skip {
+    Counter(KernelCounter),
+    OtherProto(u8),
+}
+
+#[inline(always)]
+fn ptr_at<T>(ctx: &TcContext, off: usize) -> Option<*const T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + core::mem::size_of::<T>() > end {
+        return None;
+    }
+    Some((start + off) as *const T)
+}
+
+#[inline(always)]
+fn load<T: Copy>(ctx: &TcContext, off: usize) -> Option<T> {
+    // SAFETY: ptr_at checked the bounds against data_end; unaligned read because headers
+    // after a VLAN tag or IPv4 options are not naturally aligned.
+    ptr_at::<T>(ctx, off).map(|p| unsafe { core::ptr::read_unaligned(p) })
+}
+
+#[inline(always)]
+pub fn parse(ctx: &TcContext) -> Result<Packet, Skip> {
+    let mut ethertype =
+        u16::from_be(load::<u16>(ctx, 12).ok_or(Skip::Counter(KernelCounter::SkipTruncatedL2))?);
+    let mut l3 = ETH_HLEN;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
+        }
+        ethertype = u16::from_be(
+            load::<u16>(ctx, l3 + 2).ok_or(Skip::Counter(KernelCounter::SkipTruncatedL2))?,
+        );
+        l3 += VLAN_HLEN;
+    }
+    match ethertype {
+        ETH_P_IP => parse_ipv4(ctx, l3),
+        ETH_P_IPV6 => parse_ipv6(ctx, l3),
+        ETH_P_8021Q | ETH_P_8021AD => Err(Skip::Counter(KernelCounter::SkipVlanDepth)),
+        _ => Err(Skip::Counter(KernelCounter::SkipNotIp)),
+    }
+}
+
+#[inline(always)]
+fn parse_ipv4(ctx: &TcContext, l3: usize) -> Result<Packet, Skip> {
+    const TRUNC: Skip = Skip::Counter(KernelCounter::SkipTruncatedL3);
+    // One 20-byte load keeps the verifier's bounds work to a single check.
+    let hdr: [u8; 20] = load(ctx, l3).ok_or(TRUNC)?;
+    let ihl = ((hdr[0] & 0x0f) as usize) * 4;
+    if ihl < 20 {
+        return Err(TRUNC);
+    }
+    let tot_len = u16::from_be_bytes([hdr[2], hdr[3]]) as u32;
+    let frag = u16::from_be_bytes([hdr[6], hdr[7]]);
+    let proto = hdr[9];
+    if frag & 0x1fff != 0 {
+        return Err(Skip::Counter(KernelCounter::SkipFragment));
+    }
+    let src = v4_mapped(u32::from_ne_bytes([hdr[12], hdr[13], hdr[14], hdr[15]]));
+    let dst = v4_mapped(u32::from_ne_bytes([hdr[16], hdr[17], hdr[18], hdr[19]]));
+    // tot_len is 0 on BIG TCP GSO packets; the transport layer then falls back to skb->len.
+    let l3_payload = if tot_len == 0 {
+        0
+    } else {
+        tot_len.saturating_sub(ihl as u32)
+    };
+    parse_l4(ctx, l3 + ihl, proto, src, dst, l3_payload)
+}
+
+#[inline(always)]
+fn parse_ipv6(ctx: &TcContext, l3: usize) -> Result<Packet, Skip> {
+    const TRUNC: Skip = Skip::Counter(KernelCounter::SkipTruncatedL3);
+    let hdr: [u8; 40] = load(ctx, l3).ok_or(TRUNC)?;
+    let payload_len = u16::from_be_bytes([hdr[4], hdr[5]]) as u32;
+    let mut next = hdr[6];
+    let src: Addr = [
+        u32::from_ne_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]),
+        u32::from_ne_bytes([hdr[12], hdr[13], hdr[14], hdr[15]]),
+        u32::from_ne_bytes([hdr[16], hdr[17], hdr[18], hdr[19]]),
+        u32::from_ne_bytes([hdr[20], hdr[21], hdr[22], hdr[23]]),
+    ];
+    let dst: Addr = [
+        u32::from_ne_bytes([hdr[24], hdr[25], hdr[26], hdr[27]]),
+        u32::from_ne_bytes([hdr[28], hdr[29], hdr[30], hdr[31]]),
+        u32::from_ne_bytes([hdr[32], hdr[33], hdr[34], hdr[35]]),
+        u32::from_ne_bytes([hdr[36], hdr[37], hdr[38], hdr[39]]),
+    ];
+    let mut off = l3 + 40;
+    let mut ext_len: u32 = 0;
+    let mut walked = 0usize;
+    while walked < MAX_IPV6_EXT {
+        let hdr_len = match next {
+            IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS => {
+                let e: [u8; 2] = load(ctx, off).ok_or(TRUNC)?;
+                next = e[0];
+                (e[1] as usize + 1) * 8
+            }
+            IPV6_AH => {
+                let e: [u8; 2] = load(ctx, off).ok_or(TRUNC)?;
+                next = e[0];
+                (e[1] as usize + 2) * 4
+            }
+            IPV6_FRAGMENT => {
+                let e: [u8; 4] = load(ctx, off).ok_or(TRUNC)?;
+                if u16::from_be_bytes([e[2], e[3]]) & 0xfff8 != 0 {
+                    return Err(Skip::Counter(KernelCounter::SkipFragment));
+                }
+                next = e[0];
+                8
+            }
+            _ => break,
+        };
+        off += hdr_len;
+        ext_len += hdr_len as u32;
+        walked += 1;
+    }
+    if walked == MAX_IPV6_EXT
+        && matches!(
+            next,
+            IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS | IPV6_AH | IPV6_FRAGMENT
+        )
+    {
+        return Err(Skip::Counter(KernelCounter::SkipIpv6ExtChain));
+    }
+    // payload_len is 0 for jumbograms (BIG TCP); fall back to skb->len as for IPv4.
+    let l3_payload = if payload_len == 0 {
+        0
+    } else {
+        payload_len.saturating_sub(ext_len)
+    };
+    parse_l4(ctx, off, next, src, dst, l3_payload)
+}
+
+#[inline(always)]
+fn parse_l4(
+    ctx: &TcContext,
+    l4: usize,
+    proto: u8,
+    src: Addr,
+    dst: Addr,
+    l3_payload: u32,
+) -> Result<Packet, Skip> {
+    const TRUNC: Skip = Skip::Counter(KernelCounter::SkipTruncatedL4);
+    let (sport, dport, l4_hlen, tcp_flags) = match proto {
+        IPPROTO_TCP => {
+            let t: [u8; 14] = load(ctx, l4).ok_or(TRUNC)?;
+            let doff = ((t[12] >> 4) as u32) * 4;
+            if doff < 20 {
+                return Err(TRUNC);
+            }
+            (
+                u16::from_be_bytes([t[0], t[1]]),
+                u16::from_be_bytes([t[2], t[3]]),
+                doff,
+                t[13],
+            )
+        }
+        IPPROTO_UDP => {
+            let u: [u8; 4] = load(ctx, l4).ok_or(TRUNC)?;
+            (
+                u16::from_be_bytes([u[0], u[1]]),
+                u16::from_be_bytes([u[2], u[3]]),
+                8,
+                0,
+            )
+        }
+        other => return Err(Skip::OtherProto(other)),
+    };
+    let payload_off = l4 as u32 + l4_hlen;
+    // What the frame really carries after the transport header: trailing Ethernet padding makes
+    // skb->len larger than the IP length, so the IP length wins when it is present and smaller.
+    let in_frame = ctx.len().saturating_sub(payload_off);
+    let claimed = l3_payload.saturating_sub(l4_hlen);
+    let payload_len = if l3_payload != 0 && claimed < in_frame {
+        claimed
+    } else {
+        in_frame
+    };
+    Ok(Packet {
+        src,
+        dst,
+        sport,
+        dport,
+        proto,
+        tcp_flags,
+        payload_len,
+        payload_off,
+    })
+}

@@ -1,0 +1,126 @@
+//! Command-line interface. Every flag is documented in README.md.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Default listen address. 9947 is not in the Prometheus default-port allocations
+/// (github.com/prometheus/prometheus/wiki/Default-port-allocations) at the time of writing.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9947";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "siphon",
+    version,
+    about = "eBPF network telemetry for AI-inference clusters"
+)]
+pub struct Cli {
+    /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info", env = "SIPHON_LOG")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Attach to interfaces, count traffic, and serve Prometheus metrics.
+    Run(RunArgs),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Interface to attach to (repeatable). Default: every UP non-loopback interface.
+    #[arg(long = "iface", value_name = "NAME")]
+    pub ifaces: Vec<String>,
+    /// Attach to every interface whose name matches this glob (e.g. `eth*`, `veth*`),
+    /// re-checked on every sweep so interfaces that appear later are picked up.
+    #[arg(long, value_name = "GLOB", conflicts_with = "ifaces")]
+    pub iface_pattern: Option<String>,
+    /// Address to serve /metrics, /healthz, /readyz and /flows on.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// How TC programs are attached: tcx links (Linux >= 6.6), netlink cls_bpf on a clsact
+    /// qdisc, or auto (tcx where available).
+    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+    pub attach_mode: AttachMode,
+    /// How often the flow table is swept (idle flows expired, totals folded in).
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub sweep_interval: Duration,
+    /// A flow with no packet for this long is expired.
+    #[arg(long, value_parser = parse_duration, default_value = "120s")]
+    pub flow_idle_timeout: Duration,
+    /// A TCP flow that saw FIN from both sides, or a RST, is expired after this much quiet.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub flow_closed_timeout: Duration,
+    /// Capacity of the kernel flow table (LRU: the least recently used flow is evicted when it
+    /// is full, and counted).
+    #[arg(long, default_value_t = 131_072, value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
+    pub max_flows: u32,
+    /// Port of a local service (repeatable), used to tell client from server on flows whose
+    /// handshake was not seen. Listening TCP sockets of this network namespace are added.
+    #[arg(long = "service-port", value_name = "PORT")]
+    pub service_ports: Vec<u16>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachMode {
+    Auto,
+    Tcx,
+    Netlink,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 5s, 2m)"))?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("siphon").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn run_defaults() {
+        let cli = parse(&["run"]).expect("parses");
+        let Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
+        assert!(a.ifaces.is_empty());
+        assert_eq!(a.listen, DEFAULT_LISTEN.parse().expect("addr"));
+        assert_eq!(a.sweep_interval, Duration::from_secs(5));
+        assert_eq!(a.attach_mode, AttachMode::Auto);
+    }
+
+    #[test]
+    fn bad_flags_are_clear_errors() {
+        for bad in [
+            &["run", "--sweep-interval", "0s"][..],
+            &["run", "--sweep-interval", "fast"],
+            &["run", "--listen", "nowhere"],
+            &["run", "--max-flows", "10"],
+            &["run", "--attach-mode", "xdp"],
+            &["run", "--iface", "a", "--iface-pattern", "b*"],
+            &["run", "--service-port", "70000"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn repeatable_ifaces() {
+        let cli = parse(&["run", "--iface", "a", "--iface", "b"]).expect("parses");
+        let Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(a.ifaces, ["a", "b"]);
+    }
+}

@@ -1,0 +1,194 @@
+//! JA4H HTTP client fingerprint (FoxIO, technical_details/JA4H.md) from a
+//! decoded HTTP/1.x request head.
+//!
+//! Only hashes are stored: cookie values feed JA4H_d but may be session
+//! secrets, so the raw renderings are built on demand from the head.
+
+use std::fmt;
+
+use super::http_request::RequestHead;
+use super::text::{hash12, two_digits, EMPTY_HASH12};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ja4h {
+    /// JA4H_a, e.g. `ge11cr06enus`.
+    prefix: String,
+    headers: String,
+    cookie_names: String,
+    cookie_pairs: String,
+}
+
+impl Ja4h {
+    pub fn new(head: &RequestHead) -> Self {
+        let parts = Parts::new(head);
+        let cookies = parts.sorted_cookies();
+        let (names, pairs) = match &cookies {
+            Some(c) => (hash12(&join_names(c)), hash12(&join_pairs(c))),
+            None => (EMPTY_HASH12.to_owned(), EMPTY_HASH12.to_owned()),
+        };
+        Self {
+            headers: hash12(&parts.headers.join(",")),
+            prefix: parts.prefix,
+            cookie_names: names,
+            cookie_pairs: pairs,
+        }
+    }
+
+    pub fn fingerprint(&self) -> String {
+        self.to_string()
+    }
+
+    /// JA4H_r: header names in order, cookies sorted. Contains cookie
+    /// values verbatim, so treat it like the cookie itself.
+    pub fn raw(head: &RequestHead) -> String {
+        let parts = Parts::new(head);
+        let cookies = parts.sorted_cookies();
+        parts.render_raw(cookies.as_deref())
+    }
+
+    /// JA4H_ro: like [`Ja4h::raw`] with cookies in the order sent.
+    pub fn raw_original(head: &RequestHead) -> String {
+        let parts = Parts::new(head);
+        parts.render_raw(parts.cookies.as_deref())
+    }
+}
+
+impl fmt::Display for Ja4h {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}_{}_{}_{}",
+            self.prefix, self.headers, self.cookie_names, self.cookie_pairs
+        )
+    }
+}
+
+struct Cookie<'a> {
+    name: &'a str,
+    pair: &'a str,
+}
+
+struct Parts<'a> {
+    prefix: String,
+    headers: Vec<&'a str>,
+    cookies: Option<Vec<Cookie<'a>>>,
+}
+
+impl<'a> Parts<'a> {
+    fn new(head: &'a RequestHead) -> Self {
+        let is = |n: &str, want: &str| n.eq_ignore_ascii_case(want);
+        let headers: Vec<&str> = head
+            .header_names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !is(n, "cookie") && !is(n, "referer"))
+            .collect();
+        let referer = head.header_names.iter().any(|n| is(n, "referer"));
+        let prefix = format!(
+            "{}{}{}{}{}{}",
+            method_code(&head.method_token),
+            version_code(head.version),
+            if head.cookie.is_some() { 'c' } else { 'n' },
+            if referer { 'r' } else { 'n' },
+            two_digits(headers.len()),
+            language_code(head.accept_language.as_deref()),
+        );
+        Self {
+            prefix,
+            headers,
+            cookies: head.cookie.as_deref().map(split_cookies),
+        }
+    }
+
+    /// Sorted by name only, and stably, so same-named cookies keep the order
+    /// they were sent in, as FoxIO's reference implementation does.
+    fn sorted_cookies(&self) -> Option<Vec<Cookie<'a>>> {
+        let mut cookies: Vec<Cookie<'a>> = self
+            .cookies
+            .as_ref()?
+            .iter()
+            .map(|c| Cookie {
+                name: c.name,
+                pair: c.pair,
+            })
+            .collect();
+        cookies.sort_by(|a, b| a.name.cmp(b.name));
+        Some(cookies)
+    }
+
+    fn render_raw(&self, cookies: Option<&[Cookie<'_>]>) -> String {
+        let mut out = format!("{}_{}_", self.prefix, self.headers.join(","));
+        if let Some(c) = cookies {
+            out.push_str(&join_names(c));
+            out.push('_');
+            out.push_str(&join_pairs(c));
+        }
+        out
+    }
+}
+
+fn split_cookies(value: &str) -> Vec<Cookie<'_>> {
+    value
+        .split(';')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| Cookie {
+            name: pair.split('=').next().unwrap_or_default().trim(),
+            pair,
+        })
+        .collect()
+}
+
+fn join_names(cookies: &[Cookie<'_>]) -> String {
+    cookies.iter().map(|c| c.name).collect::<Vec<_>>().join(",")
+}
+
+fn join_pairs(cookies: &[Cookie<'_>]) -> String {
+    cookies.iter().map(|c| c.pair).collect::<Vec<_>>().join(",")
+}
+
+/// First two letters of the method, lowercased; padded so the prefix keeps
+/// its fixed width even for a one-letter method.
+fn method_code(token: &str) -> String {
+    let mut code: String = token
+        .chars()
+        .flat_map(char::to_lowercase)
+        .take(2)
+        .collect();
+    while code.chars().count() < 2 {
+        code.push('0');
+    }
+    code
+}
+
+fn version_code(version: u8) -> &'static str {
+    match version {
+        10 => "10",
+        11 => "11",
+        _ => "00",
+    }
+}
+
+/// The primary language tag: up to the first `,` or `;`, hyphens dropped,
+/// lowercased, first four characters, zero-padded.
+fn language_code(value: Option<&str>) -> String {
+    let primary = value
+        .unwrap_or_default()
+        .split([',', ';'])
+        .next()
+        .unwrap_or_default();
+    let mut code: String = primary
+        .chars()
+        .filter(|&c| c != '-')
+        .flat_map(char::to_lowercase)
+        .take(4)
+        .collect();
+    while code.chars().count() < 4 {
+        code.push('0');
+    }
+    code
+}
+
+#[cfg(test)]
+#[path = "ja4h_tests.rs"]
+mod tests;

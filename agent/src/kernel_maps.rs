@@ -1,0 +1,168 @@
+//! Typed userspace handles on the kernel program's maps, with per-CPU values summed.
+
+use agent_common::{
+    names, FlowKey, FlowState, IfaceCounters, IfaceKey, KernelCounter, ServicePortKey,
+};
+use anyhow::Context as _;
+use aya::{
+    maps::{HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    Ebpf,
+};
+
+/// `BPF_NOEXIST` from the kernel's uapi: create only, never overwrite.
+const BPF_NOEXIST: u64 = 1;
+
+/// Counter maps, read at scrape time.
+pub struct CounterMaps {
+    iface: PerCpuHashMap<MapData, IfaceKey, IfaceCounters>,
+    kernel: PerCpuArray<MapData, u64>,
+    proto: PerCpuArray<MapData, IfaceCounters>,
+}
+
+/// The flow table and the service-port hints, owned by the sweeper.
+pub struct FlowMaps {
+    flows: HashMap<MapData, FlowKey, FlowState>,
+    service_ports: HashMap<MapData, ServicePortKey, u8>,
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<T>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .with_context(|| format!("map {name} missing from the eBPF object"))?;
+    T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+}
+
+pub fn take_all(ebpf: &mut Ebpf) -> anyhow::Result<(CounterMaps, FlowMaps)> {
+    Ok((
+        CounterMaps {
+            iface: take(ebpf, names::MAP_IFACE_COUNTERS)?,
+            kernel: take(ebpf, names::MAP_KERNEL_COUNTERS)?,
+            proto: take(ebpf, names::MAP_PROTO_COUNTERS)?,
+        },
+        FlowMaps {
+            flows: take(ebpf, names::MAP_FLOWS)?,
+            service_ports: take(ebpf, names::MAP_SERVICE_PORTS)?,
+        },
+    ))
+}
+
+fn sum_iface(values: &PerCpuValues<IfaceCounters>) -> IfaceCounters {
+    values
+        .iter()
+        .fold(IfaceCounters::default(), |acc, v| IfaceCounters {
+            packets: acc.packets.wrapping_add(v.packets),
+            bytes: acc.bytes.wrapping_add(v.bytes),
+        })
+}
+
+impl CounterMaps {
+    /// Totals per (interface, direction), all CPUs summed.
+    pub fn iface_totals(&self) -> anyhow::Result<Vec<(IfaceKey, IfaceCounters)>> {
+        let mut out = Vec::new();
+        for item in self.iface.iter() {
+            match item {
+                Ok((key, values)) => out.push((key, sum_iface(&values))),
+                // The entry was removed between listing and reading it: nothing to report.
+                Err(MapError::KeyNotFound) => continue,
+                Err(e) => return Err(e).context("reading IFACE_COUNTERS"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates zeroed entries for an interface we attach to, so the kernel never has to.
+    pub fn ensure_iface(&mut self, ifindex: u32) -> anyhow::Result<()> {
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
+        for direction in agent_common::Direction::ALL {
+            let key = IfaceKey {
+                ifindex,
+                direction: direction as u32,
+            };
+            if self.iface.get(&key, 0).is_ok() {
+                continue;
+            }
+            let zeros = PerCpuValues::try_from(vec![IfaceCounters::default(); cpus])?;
+            // NOEXIST: the kernel may have created it since our lookup; keep its counts.
+            match self.iface.insert(key, zeros, BPF_NOEXIST) {
+                Ok(()) => {}
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(e).context("creating interface counters"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets an interface that no longer exists, so its ifindex can be reused cleanly.
+    pub fn remove_iface(&mut self, ifindex: u32) {
+        for direction in agent_common::Direction::ALL {
+            let _ = self.iface.remove(&IfaceKey {
+                ifindex,
+                direction: direction as u32,
+            });
+        }
+    }
+
+    pub fn kernel_counters(&self) -> anyhow::Result<[u64; KernelCounter::COUNT as usize]> {
+        let mut out = [0u64; KernelCounter::COUNT as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let values = self
+                .kernel
+                .get(&(i as u32), 0)
+                .context("reading KERNEL_COUNTERS")?;
+            *slot = values.iter().fold(0u64, |a, v| a.wrapping_add(*v));
+        }
+        Ok(out)
+    }
+
+    /// Non-zero per-protocol totals for protocols other than TCP and UDP.
+    pub fn proto_counters(&self) -> anyhow::Result<Vec<(u8, IfaceCounters)>> {
+        let mut out = Vec::new();
+        for (proto, item) in self.proto.iter().enumerate() {
+            let total = sum_iface(&item.context("reading PROTO_COUNTERS")?);
+            if total.packets != 0 {
+                out.push((proto as u8, total));
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl FlowMaps {
+    /// Every flow in the table. Entries deleted while we iterate are skipped.
+    pub fn snapshot(&self) -> anyhow::Result<Vec<(FlowKey, FlowState)>> {
+        let mut out = Vec::new();
+        for item in self.flows.iter() {
+            match item {
+                Ok(kv) => out.push(kv),
+                Err(MapError::KeyNotFound) => continue,
+                Err(e) => return Err(e).context("reading FLOWS"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a flow and returns its final state (read just before removal, so the packets
+    /// counted between our last read and now are not lost).
+    pub fn remove(&mut self, key: &FlowKey) -> Option<FlowState> {
+        let last = self.flows.get(key, 0).ok();
+        match self.flows.remove(key) {
+            Ok(()) => last,
+            Err(_) => None,
+        }
+    }
+
+    pub fn add_service_port(&mut self, port: u16, proto: u8) -> anyhow::Result<()> {
+        let key = ServicePortKey {
+            port,
+            proto,
+            _pad: 0,
+        };
+        self.service_ports
+            .insert(key, 1, 0)
+            .context("writing SERVICE_PORTS")
+    }
+}

@@ -1,0 +1,46 @@
+//! `siphon`: network telemetry for AI-inference clusters. See README.md.
+
+mod attach;
+mod cli;
+mod ebpf_object;
+mod flows;
+mod http;
+mod ifaces;
+mod kernel_maps;
+mod metrics;
+mod run;
+mod service_ports;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_tracing(&cli.log_level);
+    let result = match cli.command {
+        cli::Command::Run(args) => run::run(args),
+        cli::Command::Version => {
+            println!("siphon {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // `{:#}` prints the whole context chain on one line: what failed and why.
+            eprintln!("siphon: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,351 @@
+//! Prometheus metrics. Kernel counters are read at scrape time (per-CPU values summed) and
+//! carried into ordinary counters by their increase, so an exported counter never goes
+//! backwards even when a kernel entry is reset or removed. Labels are bounded: interface names,
+//! directions and fixed reason sets; never an address, port or flow.
+
+use std::{collections::HashMap, time::Instant};
+
+use agent_common::{CounterKind, Direction, KernelCounter};
+use prometheus::{
+    Encoder as _, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::{
+    flows::{EvictReason, FlowDirection, SweepOutcome},
+    kernel_maps::CounterMaps,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    iface_packets: IntCounterVec,
+    iface_bytes: IntCounterVec,
+    kernel_skipped: IntCounterVec,
+    kernel_lost: IntCounterVec,
+    flows_created: IntCounter,
+    proto_packets: IntCounterVec,
+    proto_bytes: IntCounterVec,
+    flows_active: IntGauge,
+    flows_evicted: IntCounterVec,
+    flow_packets: IntCounterVec,
+    flow_payload_bytes: IntCounterVec,
+    pub attached_interfaces: IntGauge,
+    pub attach_errors: IntCounter,
+    scrape_duration: Histogram,
+    sweep_duration: Histogram,
+    /// Last kernel value seen per exported series, to export increases only.
+    last: HashMap<SeriesId, u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum SeriesId {
+    Iface {
+        ifindex: u32,
+        direction: u32,
+        bytes: bool,
+    },
+    Kernel(u32),
+    Proto {
+        proto: u8,
+        bytes: bool,
+    },
+    Flow {
+        direction: FlowDirection,
+        payload: bool,
+    },
+}
+
+/// Advances `counter` by how much `now` exceeds the last value seen for `id`.
+fn advance(last: &mut HashMap<SeriesId, u64>, id: SeriesId, counter: &IntCounter, now: u64) {
+    let prev = last.insert(id, now).unwrap_or(0);
+    if now > prev {
+        counter.inc_by(now - prev);
+    }
+}
+
+fn counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    buckets: Vec<f64>,
+) -> prometheus::Result<Histogram> {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
+    registry.register(Box::new(h.clone()))?;
+    Ok(h)
+}
+
+/// Static facts about this agent, exported as siphon_build_info.
+pub struct BuildInfo<'a> {
+    pub attach_mode: &'a str,
+    pub kernel: &'a str,
+}
+
+impl Metrics {
+    pub fn new(info: &BuildInfo<'_>) -> prometheus::Result<Metrics> {
+        let r = Registry::new();
+        let build = IntGaugeVec::new(
+            Opts::new(
+                "siphon_build_info",
+                "Siphon build and runtime facts; always 1.",
+            ),
+            &["version", "attach_mode", "kernel"],
+        )?;
+        r.register(Box::new(build.clone()))?;
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), info.attach_mode, info.kernel])
+            .set(1);
+
+        let flows_created = IntCounter::new(
+            "siphon_flows_created_total",
+            "Flows the kernel program added to the flow table.",
+        )?;
+        r.register(Box::new(flows_created.clone()))?;
+        let flows_active = IntGauge::new(
+            "siphon_flows_active",
+            "Flows in the kernel flow table at the last sweep.",
+        )?;
+        r.register(Box::new(flows_active.clone()))?;
+        let attached_interfaces = IntGauge::new(
+            "siphon_attached_interfaces",
+            "Interfaces Siphon's programs are attached to.",
+        )?;
+        r.register(Box::new(attached_interfaces.clone()))?;
+        let attach_errors = IntCounter::new(
+            "siphon_attach_errors_total",
+            "Failed attempts to attach to an interface that appeared after start.",
+        )?;
+        r.register(Box::new(attach_errors.clone()))?;
+
+        let m = Metrics {
+            iface_packets: counter_vec(&r, "siphon_interface_packets_total", "Packets seen by the TC hook, per interface and direction (one per skb: a GSO/GRO skb counts once).", &["interface", "direction"])?,
+            iface_bytes: counter_vec(&r, "siphon_interface_bytes_total", "Bytes seen by the TC hook (skb length, link-layer header included), per interface and direction.", &["interface", "direction"])?,
+            kernel_skipped: counter_vec(&r, "siphon_kernel_skipped_packets_total", "Packets counted on their interface but not attributed to a flow, by reason.", &["reason"])?,
+            kernel_lost: counter_vec(&r, "siphon_kernel_lost_total", "Records the kernel program could not keep (map full, ...), by reason.", &["reason"])?,
+            flows_created,
+            proto_packets: counter_vec(&r, "siphon_ip_protocol_packets_total", "Packets of IP protocols other than TCP and UDP, by protocol.", &["protocol"])?,
+            proto_bytes: counter_vec(&r, "siphon_ip_protocol_bytes_total", "Bytes of IP protocols other than TCP and UDP, by protocol.", &["protocol"])?,
+            flows_active,
+            flows_evicted: counter_vec(&r, "siphon_flows_evicted_total", "Flows removed from the flow table, by reason (idle, closed, lru).", &["reason"])?,
+            flow_packets: counter_vec(&r, "siphon_flow_packets_total", "TCP/UDP packets attributed to flows, by direction relative to the flow's client.", &["direction"])?,
+            flow_payload_bytes: counter_vec(&r, "siphon_flow_payload_bytes_total", "TCP/UDP payload bytes attributed to flows, by direction relative to the flow's client.", &["direction"])?,
+            attached_interfaces,
+            attach_errors,
+            scrape_duration: histogram(&r, "siphon_scrape_duration_seconds", "Time to read the kernel maps and encode /metrics.", prometheus::exponential_buckets(0.0001, 4.0, 8)?)?,
+            sweep_duration: histogram(&r, "siphon_flow_sweep_duration_seconds", "Time to sweep the flow table.", prometheus::exponential_buckets(0.0001, 4.0, 10)?)?,
+            registry: r,
+            last: HashMap::new(),
+        };
+        // Create every bounded series up front so dashboards see zeros, not gaps.
+        for c in KernelCounter::ALL {
+            match c.describe() {
+                (CounterKind::Skip, reason) => drop(m.kernel_skipped.with_label_values(&[reason])),
+                (CounterKind::Loss, reason) => drop(m.kernel_lost.with_label_values(&[reason])),
+                (CounterKind::Event, _) => {}
+            }
+        }
+        for r in EvictReason::ALL {
+            drop(m.flows_evicted.with_label_values(&[r.label()]));
+        }
+        for d in FlowDirection::ALL {
+            drop(m.flow_packets.with_label_values(&[d.label()]));
+            drop(m.flow_payload_bytes.with_label_values(&[d.label()]));
+        }
+        Ok(m)
+    }
+
+    /// Reads the counter maps into the exported counters.
+    pub fn refresh_kernel(
+        &mut self,
+        maps: &CounterMaps,
+        iface_name: &dyn Fn(u32) -> String,
+    ) -> anyhow::Result<()> {
+        for (key, total) in maps.iface_totals()? {
+            let Some(direction) = Direction::from_u32(key.direction) else {
+                continue;
+            };
+            let labels = [iface_name(key.ifindex), direction.label().to_owned()];
+            let labels = [labels[0].as_str(), labels[1].as_str()];
+            let base = |bytes| SeriesId::Iface {
+                ifindex: key.ifindex,
+                direction: key.direction,
+                bytes,
+            };
+            advance(
+                &mut self.last,
+                base(false),
+                &self.iface_packets.with_label_values(&labels),
+                total.packets,
+            );
+            advance(
+                &mut self.last,
+                base(true),
+                &self.iface_bytes.with_label_values(&labels),
+                total.bytes,
+            );
+        }
+        let kernel = maps.kernel_counters()?;
+        for c in KernelCounter::ALL {
+            let value = kernel[c as usize];
+            let counter = match c.describe() {
+                (CounterKind::Skip, reason) => self.kernel_skipped.with_label_values(&[reason]),
+                (CounterKind::Loss, reason) => self.kernel_lost.with_label_values(&[reason]),
+                (CounterKind::Event, _) => self.flows_created.clone(),
+            };
+            advance(&mut self.last, SeriesId::Kernel(c as u32), &counter, value);
+        }
+        for (proto, total) in maps.proto_counters()? {
+            let name = ip_protocol_name(proto);
+            advance(
+                &mut self.last,
+                SeriesId::Proto {
+                    proto,
+                    bytes: false,
+                },
+                &self.proto_packets.with_label_values(&[&name]),
+                total.packets,
+            );
+            advance(
+                &mut self.last,
+                SeriesId::Proto { proto, bytes: true },
+                &self.proto_bytes.with_label_values(&[&name]),
+                total.bytes,
+            );
+        }
+        Ok(())
+    }
+
+    /// Drops the series of an interface that no longer exists (so churning pod interfaces do
+    /// not pile up series).
+    pub fn forget_iface(&mut self, ifindex: u32, name: &str) {
+        for d in Direction::ALL {
+            let _ = self.iface_packets.remove_label_values(&[name, d.label()]);
+            let _ = self.iface_bytes.remove_label_values(&[name, d.label()]);
+            for bytes in [false, true] {
+                self.last.remove(&SeriesId::Iface {
+                    ifindex,
+                    direction: d as u32,
+                    bytes,
+                });
+            }
+        }
+    }
+
+    pub fn record_sweep(&mut self, outcome: &SweepOutcome, took: std::time::Duration) {
+        self.sweep_duration.observe(took.as_secs_f64());
+        self.flows_active.set(outcome.active as i64);
+        for (reason, n) in &outcome.evicted {
+            self.flows_evicted
+                .with_label_values(&[reason.label()])
+                .inc_by(*n);
+        }
+        for d in FlowDirection::ALL {
+            let t = outcome.totals.get(d);
+            advance(
+                &mut self.last,
+                SeriesId::Flow {
+                    direction: d,
+                    payload: false,
+                },
+                &self.flow_packets.with_label_values(&[d.label()]),
+                t.packets,
+            );
+            advance(
+                &mut self.last,
+                SeriesId::Flow {
+                    direction: d,
+                    payload: true,
+                },
+                &self.flow_payload_bytes.with_label_values(&[d.label()]),
+                t.payload_bytes,
+            );
+        }
+    }
+
+    /// Prometheus text exposition of everything registered.
+    pub fn encode(&self, started: Instant) -> anyhow::Result<String> {
+        // Observed before encoding so a scrape reports its own cost (minus the encoding).
+        self.scrape_duration
+            .observe(started.elapsed().as_secs_f64());
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        Ok(String::from_utf8(buf)?)
+    }
+}
+
+/// Bounded label for an IP protocol number: the IANA keyword for common ones, else the number.
+pub fn ip_protocol_name(proto: u8) -> String {
+    match proto {
+        1 => "icmp".into(),
+        2 => "igmp".into(),
+        4 => "ipip".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        41 => "ipv6".into(),
+        47 => "gre".into(),
+        50 => "esp".into(),
+        51 => "ah".into(),
+        58 => "icmpv6".into(),
+        89 => "ospf".into(),
+        103 => "pim".into(),
+        112 => "vrrp".into(),
+        132 => "sctp".into(),
+        n => n.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advance_never_goes_backwards() {
+        let c = IntCounter::new("t", "t").expect("counter");
+        let mut last = HashMap::new();
+        let id = || SeriesId::Kernel(0);
+        advance(&mut last, id(), &c, 10);
+        advance(&mut last, id(), &c, 15);
+        assert_eq!(c.get(), 15);
+        // The kernel entry was reset (e.g. recreated): keep what we had, count growth after it.
+        advance(&mut last, id(), &c, 3);
+        assert_eq!(c.get(), 15);
+        advance(&mut last, id(), &c, 5);
+        assert_eq!(c.get(), 17);
+    }
+
+    #[test]
+    fn protocol_labels_are_bounded() {
+        let names: std::collections::HashSet<String> = (0..=255u8).map(ip_protocol_name).collect();
+        assert_eq!(names.len(), 256);
+        assert_eq!(ip_protocol_name(58), "icmpv6");
+    }
+
+    #[test]
+    fn every_bounded_series_exists_from_the_start() {
+        let m = Metrics::new(&BuildInfo {
+            attach_mode: "tcx",
+            kernel: "6.18",
+        })
+        .expect("metrics");
+        let text = m.encode(Instant::now()).expect("encode");
+        for needle in [
+            "siphon_kernel_skipped_packets_total{reason=\"not_ip\"} 0",
+            "siphon_kernel_lost_total{reason=\"flow_map_insert\"} 0",
+            "siphon_flows_evicted_total{reason=\"lru\"} 0",
+            "siphon_flow_payload_bytes_total{direction=\"to_server\"} 0",
+            "siphon_build_info{attach_mode=\"tcx\"",
+        ] {
+            assert!(text.contains(needle), "missing {needle}\n{text}");
+        }
+    }
+}

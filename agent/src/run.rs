@@ -1,0 +1,295 @@
+//! `siphon run`: load, attach, sweep, serve; detach everything on SIGTERM/SIGINT.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc, Mutex, MutexGuard,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use agent_common::TimeSource;
+use anyhow::Context as _;
+use aya::Ebpf;
+
+use crate::{
+    attach::{Attacher, Mechanism},
+    cli::RunArgs,
+    ebpf_object::{self, LoadOptions},
+    flows::{ExpiryConfig, FlowTracker, FlowView},
+    http,
+    ifaces::{self, Selection},
+    kernel_maps::{self, CounterMaps, FlowMaps},
+    metrics::{BuildInfo, Metrics},
+    service_ports,
+};
+
+const IPPROTO_TCP: u8 = 6;
+
+/// State shared by the HTTP handlers and the sweeper.
+pub struct Shared {
+    inner: Mutex<Inner>,
+    pub ready: AtomicBool,
+}
+
+struct Inner {
+    metrics: Metrics,
+    counters: CounterMaps,
+    iface_names: HashMap<u32, String>,
+    flows: Vec<FlowView>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain counters behind, still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn scrape(&self, started: Instant) -> anyhow::Result<String> {
+        let mut g = self.lock();
+        let Inner {
+            metrics,
+            counters,
+            iface_names,
+            ..
+        } = &mut *g;
+        metrics.refresh_kernel(counters, &|ifindex| iface_label(iface_names, ifindex))?;
+        metrics.encode(started)
+    }
+
+    pub fn flows_snapshot(&self) -> Vec<FlowView> {
+        self.lock().flows.clone()
+    }
+}
+
+fn iface_label(names: &HashMap<u32, String>, ifindex: u32) -> String {
+    names
+        .get(&ifindex)
+        .cloned()
+        .unwrap_or_else(|| format!("ifindex{ifindex}"))
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let selection = Selection::from_args(&args.ifaces, args.iface_pattern.as_deref())?;
+    let mechanism = Mechanism::resolve(args.attach_mode)?;
+    let expiry = ExpiryConfig {
+        idle: args.flow_idle_timeout,
+        closed: args.flow_closed_timeout,
+    };
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    // Bind before touching the kernel: a taken port should fail fast with nothing attached.
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(args.listen))
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+
+    let mut ebpf = ebpf_object::load(LoadOptions {
+        max_flows: args.max_flows,
+        time_source: TimeSource::Monotonic,
+    })?;
+    let (counters, mut flow_maps) = kernel_maps::take_all(&mut ebpf)?;
+    for port in args
+        .service_ports
+        .iter()
+        .copied()
+        .chain(service_ports::listening_tcp_ports())
+    {
+        flow_maps.add_service_port(port, IPPROTO_TCP)?;
+    }
+
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let metrics = Metrics::new(&BuildInfo {
+        attach_mode: mechanism.label(),
+        kernel: kernel.trim(),
+    })?;
+    let shared = Arc::new(Shared {
+        inner: Mutex::new(Inner {
+            metrics,
+            counters,
+            iface_names: HashMap::new(),
+            flows: Vec::new(),
+        }),
+        ready: AtomicBool::new(false),
+    });
+
+    let mut attacher = Attacher::new(mechanism);
+    if let Err(e) = attach_initial(&mut ebpf, &mut attacher, &selection, &shared) {
+        attacher.detach_all(&mut ebpf);
+        return Err(e);
+    }
+    shared.ready.store(true, Ordering::Release);
+    tracing::info!(listen = %args.listen, interfaces = attacher.count(), "siphon running");
+
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let sweeper = {
+        let shared = Arc::clone(&shared);
+        let interval = args.sweep_interval;
+        thread::Builder::new()
+            .name("sweeper".into())
+            .spawn(move || {
+                let mut s = Sweeper {
+                    ebpf,
+                    flow_maps,
+                    attacher,
+                    selection,
+                    expiry,
+                    tracker: FlowTracker::default(),
+                    shared,
+                };
+                s.run(interval, stop_rx);
+                s.shutdown();
+            })
+            .context("starting the sweeper thread")?
+    };
+
+    let served = runtime.block_on(async {
+        let app = http::router(Arc::clone(&shared));
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+    });
+    shared.ready.store(false, Ordering::Release);
+    let _ = stop_tx.send(());
+    if sweeper.join().is_err() {
+        anyhow::bail!("the sweeper thread panicked; programs were detached when the process exits");
+    }
+    served.context("HTTP server failed")?;
+    tracing::info!("siphon stopped");
+    Ok(())
+}
+
+fn attach_initial(
+    ebpf: &mut Ebpf,
+    attacher: &mut Attacher,
+    selection: &Selection,
+    shared: &Shared,
+) -> anyhow::Result<()> {
+    let all = ifaces::list()?;
+    for iface in selection.pick_initial(&all)? {
+        attacher.attach(ebpf, &iface)?;
+        let mut g = shared.lock();
+        g.counters.ensure_iface(iface.index)?;
+        g.iface_names.insert(iface.index, iface.name.clone());
+    }
+    shared
+        .lock()
+        .metrics
+        .attached_interfaces
+        .set(attacher.count() as i64);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: detaching"),
+        _ = int.recv() => tracing::info!("SIGINT: detaching"),
+    }
+}
+
+/// Owns the eBPF object: sweeps the flow table and keeps attachments in line with the
+/// interfaces that exist.
+struct Sweeper {
+    ebpf: Ebpf,
+    flow_maps: FlowMaps,
+    attacher: Attacher,
+    selection: Selection,
+    expiry: ExpiryConfig,
+    tracker: FlowTracker,
+    shared: Arc<Shared>,
+}
+
+impl Sweeper {
+    fn run(&mut self, interval: Duration, stop: mpsc::Receiver<()>) {
+        loop {
+            match stop.recv_timeout(interval) {
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            if let Err(e) = self.reconcile_interfaces() {
+                tracing::warn!("checking interfaces: {e:#}");
+            }
+            if let Err(e) = self.sweep_once() {
+                tracing::warn!("flow sweep failed: {e:#}");
+            }
+        }
+    }
+
+    fn sweep_once(&mut self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let outcome = self
+            .tracker
+            .sweep(&mut self.flow_maps, monotonic_ns(), &self.expiry)?;
+        let mut g = self.shared.lock();
+        g.metrics.record_sweep(&outcome, started.elapsed());
+        g.flows = outcome.flows;
+        Ok(())
+    }
+
+    /// Drops interfaces that vanished and, for dynamic selections, attaches new matches.
+    fn reconcile_interfaces(&mut self) -> anyhow::Result<()> {
+        let all = ifaces::list()?;
+        for ifindex in self.attacher.attached_ifindexes() {
+            if !all.iter().any(|i| i.index == ifindex) {
+                if let Some(name) = self.attacher.forget(&mut self.ebpf, ifindex) {
+                    tracing::info!(interface = %name, "interface gone");
+                    let mut g = self.shared.lock();
+                    g.counters.remove_iface(ifindex);
+                    g.metrics.forget_iface(ifindex, &name);
+                    g.iface_names.remove(&ifindex);
+                }
+            }
+        }
+        if self.selection.is_dynamic() {
+            for iface in self.selection.pick(&all)? {
+                if self.attacher.is_attached(iface.index) {
+                    continue;
+                }
+                match self.attacher.attach(&mut self.ebpf, &iface) {
+                    Ok(()) => {
+                        let mut g = self.shared.lock();
+                        g.counters.ensure_iface(iface.index)?;
+                        g.iface_names.insert(iface.index, iface.name.clone());
+                    }
+                    Err(e) => {
+                        tracing::warn!("{e:#}");
+                        self.shared.lock().metrics.attach_errors.inc();
+                    }
+                }
+            }
+        }
+        self.shared
+            .lock()
+            .metrics
+            .attached_interfaces
+            .set(self.attacher.count() as i64);
+        Ok(())
+    }
+
+    fn shutdown(mut self) {
+        self.attacher.detach_all(&mut self.ebpf);
+    }
+}
+
+/// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_coarse_ns` follows.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the struct we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
