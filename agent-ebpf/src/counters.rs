@@ -33,7 +33,7 @@ pub fn count_iface(ifindex: u32, direction: Direction, len: u32) {
         ifindex,
         direction: direction as u32,
     };
-    if let Some(c) = IFACE_COUNTERS.get_ptr_mut(&key) {
+    if let Some(c) = IFACE_COUNTERS.get_ptr_mut(key) {
         // SAFETY: per-CPU value of an existing entry.
         unsafe {
             (*c).packets += 1;
@@ -49,13 +49,13 @@ pub fn count_iface(ifindex: u32, direction: Direction, len: u32) {
         bytes: len as u64,
     };
     if IFACE_COUNTERS
-        .insert(&key, &first, BPF_NOEXIST as u64)
+        .insert(key, first, BPF_NOEXIST as u64)
         .is_ok()
     {
         return;
     }
     // Lost a creation race with another CPU: the entry exists now.
-    match IFACE_COUNTERS.get_ptr_mut(&key) {
+    match IFACE_COUNTERS.get_ptr_mut(key) {
         // SAFETY: as above.
         Some(c) => unsafe {
             (*c).packets += 1;

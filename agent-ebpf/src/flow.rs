@@ -25,7 +25,7 @@ pub fn account(ctx: &TcContext, ifindex: u32, pkt: &Packet, len: u32) {
     let (key, side) =
         FlowKey::normalise(ifindex, pkt.proto, &pkt.src, pkt.sport, &pkt.dst, pkt.dport);
     let now = time::coarse_ns(ctx);
-    if let Some(st) = FLOWS.get_ptr_mut(&key) {
+    if let Some(st) = FLOWS.get_ptr_mut(key) {
         update(st, side, pkt, len, now);
         return;
     }
@@ -43,12 +43,12 @@ pub fn account(ctx: &TcContext, ifindex: u32, pkt: &Packet, len: u32) {
         client: guess_client(pkt, side),
         _pad: [0; 7],
     };
-    if FLOWS.insert(&key, &fresh, BPF_NOEXIST as u64).is_ok() {
+    if FLOWS.insert(key, fresh, BPF_NOEXIST as u64).is_ok() {
         bump(KernelCounter::FlowsCreated);
         return;
     }
     // Another CPU created it between our lookup and insert: count into that entry.
-    match FLOWS.get_ptr_mut(&key) {
+    match FLOWS.get_ptr_mut(key) {
         Some(st) => update(st, side, pkt, len, now),
         None => bump(KernelCounter::LossFlowInsert),
     }
@@ -127,5 +127,5 @@ fn is_service_port(port: u16, proto: u8) -> bool {
         proto,
         _pad: 0,
     };
-    SERVICE_PORTS.get_ptr(&key).is_some()
+    SERVICE_PORTS.get_ptr(key).is_some()
 }

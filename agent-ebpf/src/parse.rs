@@ -33,8 +33,6 @@ pub struct Packet {
     pub tcp_flags: u8,
     /// Transport payload length in bytes.
     pub payload_len: u32,
-    /// Offset of the transport payload from the start of the frame.
-    pub payload_off: u32,
 }
 
 /// Why a packet was not attributed to a flow. `OtherProto` still carries its IP protocol so it
@@ -226,6 +224,5 @@ fn parse_l4(
         proto,
         tcp_flags,
         payload_len,
-        payload_off,
     })
 }

@@ -1,15 +1,6 @@
 //! `siphon`: network telemetry for AI-inference clusters. See README.md.
 
-mod attach;
-mod cli;
-mod ebpf_object;
-mod flows;
-mod http;
-mod ifaces;
-mod kernel_maps;
-mod metrics;
-mod run;
-mod service_ports;
+use siphon_agent::{cli, run};
 
 use std::process::ExitCode;
 

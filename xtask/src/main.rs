@@ -1,1 +1,48 @@
-fn main() {}
+//! Project automation: `cargo xtask setup | test | run | bench | lab`. See README.md.
+
+mod cmd;
+mod run;
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Siphon build, test and lab automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install, idempotently, what building and testing need (nightly rust-src, LLVM, bpf-linker,
+    /// Debian packages the tests use).
+    Setup,
+    /// Set-up, then fmt check, clippy (host and eBPF), unit tests and the privileged tests.
+    Test(test::TestArgs),
+    /// Set-up, build in release mode, and run `siphon run` with the given arguments (as root).
+    Run {
+        /// Arguments for `siphon run`, after `--` (e.g. `-- --iface eth0`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Task::Setup => setup::setup(),
+        Task::Test(args) => setup::setup().and_then(|()| test::test(&args)),
+        Task::Run { args } => setup::setup().and_then(|()| run::run(&args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

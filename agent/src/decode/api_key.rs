@@ -70,7 +70,8 @@ impl ApiKeyHasher {
 
     /// Surrounding whitespace is dropped because secret files and variables
     /// nearly always end in a newline the operator did not mean as key bytes.
-    pub fn from_file(path: &Path) -> Result<Self, SecretError> {
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, SecretError> {
+        let path = path.as_ref();
         let origin = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|source| SecretError::Read {
             path: origin.clone(),
@@ -81,8 +82,7 @@ impl ApiKeyHasher {
 
     pub fn from_env(var: &str) -> Result<Self, SecretError> {
         use std::os::unix::ffi::OsStrExt as _;
-        let value =
-            std::env::var_os(var).ok_or_else(|| SecretError::MissingEnv(var.to_owned()))?;
+        let value = std::env::var_os(var).ok_or_else(|| SecretError::MissingEnv(var.to_owned()))?;
         Self::checked(value.as_bytes().trim_ascii(), &format!("${var}"))
     }
 
@@ -163,7 +163,9 @@ mod tests {
         let h = ApiKeyHasher::new(b"0123456789abcdef").unwrap();
         let got = h.hash(b"sk-test").to_string();
         assert_eq!(got.len(), 32);
-        assert!(got.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(got
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_eq!(got, REFERENCE_HMAC_PREFIX);
     }
 
@@ -196,7 +198,10 @@ mod tests {
         let good = dir.join("good");
         std::fs::write(&good, b"0123456789abcdef\n").unwrap();
         let from_file = ApiKeyHasher::from_file(&good).unwrap();
-        assert_eq!(from_file.hash(b"k"), ApiKeyHasher::new(b"0123456789abcdef").unwrap().hash(b"k"));
+        assert_eq!(
+            from_file.hash(b"k"),
+            ApiKeyHasher::new(b"0123456789abcdef").unwrap().hash(b"k")
+        );
 
         let blank = dir.join("blank");
         std::fs::write(&blank, b" \n").unwrap();
@@ -228,7 +233,8 @@ mod tests {
 
     #[test]
     fn key_extraction_table() {
-        let cases: &[(&str, &[u8], Option<&[u8]>)] = &[
+        type Case<'a> = (&'a str, &'a [u8], Option<&'a [u8]>);
+        let cases: &[Case] = &[
             ("Authorization", b"Bearer sk-abc", Some(b"sk-abc")),
             ("authorization", b"bearer   sk-abc  ", Some(b"sk-abc")),
             ("AUTHORIZATION", b"BEARER\tsk-abc", Some(b"sk-abc")),

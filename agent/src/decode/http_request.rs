@@ -88,6 +88,7 @@ pub struct RequestHead {
     pub host: Option<String>,
     /// `None` when absent, malformed, or given twice with different values.
     pub content_length: Option<u64>,
+    /// `Missing` also when a truncated capture ended before the header.
     pub user_agent_family: UaFamily,
     /// X-Forwarded-For and `Forwarded: for=` addresses in header order,
     /// keeping the last entries if there are too many (the trusted end).
@@ -156,10 +157,7 @@ fn config() -> httparse::ParserConfig {
 
 /// httparse only reports "partial" for a cut-off head, so the complete lines
 /// are re-parsed on their own, closed with the empty line they lack.
-fn parse_truncated(
-    buf: &[u8],
-    keys: Option<&ApiKeyHasher>,
-) -> Result<RequestHead, DecodeError> {
+fn parse_truncated(buf: &[u8], keys: Option<&ApiKeyHasher>) -> Result<RequestHead, DecodeError> {
     let Some(last_lf) = buf.iter().rposition(|&b| b == b'\n') else {
         return partial_request_line(buf);
     };
@@ -292,24 +290,16 @@ impl<'b> HeaderAccumulator<'b> {
         let value_trimmed = value.trim_ascii();
         let lower = name.to_ascii_lowercase();
         match lower.as_str() {
-            "host" => {
-                if self.host.is_none() {
-                    self.host = Some(bounded_lossy(value_trimmed, MAX_HOST_BYTES));
-                }
+            "host" if self.host.is_none() => {
+                self.host = Some(bounded_lossy(value_trimmed, MAX_HOST_BYTES));
             }
             "content-length" => self.add_content_length(value_trimmed),
-            "user-agent" => {
-                if self.user_agent.is_none() {
-                    self.user_agent = Some(value);
-                }
-            }
+            "user-agent" if self.user_agent.is_none() => self.user_agent = Some(value),
             "x-forwarded-for" => self.forwarded.add_x_forwarded_for(value),
             "forwarded" => self.forwarded.add_forwarded(value),
             "cookie" => self.add_cookie(value_trimmed),
-            "accept-language" => {
-                if self.accept_language.is_none() {
-                    self.accept_language = Some(bounded_lossy(value_trimmed, MAX_LANGUAGE_BYTES));
-                }
+            "accept-language" if self.accept_language.is_none() => {
+                self.accept_language = Some(bounded_lossy(value_trimmed, MAX_LANGUAGE_BYTES));
             }
             _ => {}
         }

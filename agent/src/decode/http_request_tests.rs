@@ -163,13 +163,26 @@ fn malformed_input_table() {
         (b"G", DecodeError::Truncated("request line")),
         (b"GET", DecodeError::Truncated("request line")),
         (b"GET ", DecodeError::Truncated("request line")),
-        (b"G\x00T /x", DecodeError::HttpSyntax("method")),
-        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", DecodeError::HttpSyntax("request line")),
-        (b"GET /\xff\xfe HTTP/1.1\r\n\r\n", DecodeError::HttpSyntax("request line")),
-        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", DecodeError::HttpSyntax("version")),
-        (b"GET / HTTP/1.1 extra\r\n\r\n", DecodeError::HttpSyntax("version")),
+        (b"G\x00T /x", DecodeError::HttpSyntax("request line")),
+        (
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+            DecodeError::HttpSyntax("request line"),
+        ),
+        (
+            b"GET /\xff\xfe HTTP/1.1\r\n\r\n",
+            DecodeError::HttpSyntax("request line"),
+        ),
+        (
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            DecodeError::HttpSyntax("version"),
+        ),
+        (
+            b"GET / HTTP/1.1 extra\r\n\r\n",
+            DecodeError::HttpSyntax("line ending"),
+        ),
         (b"GET / FTP/1.0\r\n\r\n", DecodeError::HttpSyntax("version")),
-        (b"\r\n\r\n", DecodeError::HttpSyntax("request line")),
+        // Leading blank lines are allowed before the request line (RFC 9112 §2.2).
+        (b"\r\n\r\n", DecodeError::Truncated("request head")),
     ];
     for (input, want) in cases {
         assert_eq!(parse(input).unwrap_err(), *want, "{input:?}");
@@ -248,7 +261,11 @@ fn content_length_table() {
     ];
     for (lines, want) in cases {
         let req = format!("POST / HTTP/1.1\r\n{lines}\r\n\r\n");
-        assert_eq!(parse(req.as_bytes()).unwrap().content_length, *want, "{lines}");
+        assert_eq!(
+            parse(req.as_bytes()).unwrap().content_length,
+            *want,
+            "{lines}"
+        );
     }
 }
 
@@ -273,7 +290,10 @@ fn method_table() {
         assert_eq!(head.method_token, token);
     }
     let long = format!("{} / HTTP/1.1\r\n\r\n", "X".repeat(100));
-    assert_eq!(parse(long.as_bytes()).unwrap().method_token.len(), MAX_METHOD_BYTES);
+    assert_eq!(
+        parse(long.as_bytes()).unwrap().method_token.len(),
+        MAX_METHOD_BYTES
+    );
 }
 
 #[test]

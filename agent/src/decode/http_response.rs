@@ -88,7 +88,9 @@ fn partial_status_line(buf: &[u8]) -> Result<ResponseHead, DecodeError> {
         }
         None => return Err(DecodeError::HttpSyntax("version")),
     };
-    let code = buf.get(9..12).ok_or(DecodeError::Truncated("status line"))?;
+    let code = buf
+        .get(9..12)
+        .ok_or(DecodeError::Truncated("status line"))?;
     let mut status = 0u16;
     for &b in code {
         if !b.is_ascii_digit() {
@@ -239,18 +241,43 @@ mod tests {
     #[test]
     fn header_table() {
         let cases: &[(&str, bool, Option<u64>, bool)] = &[
-            ("Content-Type: application/json\r\nContent-Length: 17", false, Some(17), false),
+            (
+                "Content-Type: application/json\r\nContent-Length: 17",
+                false,
+                Some(17),
+                false,
+            ),
             ("content-type: TEXT/EVENT-STREAM", true, None, false),
             ("Content-Type: text/event-streamx", false, None, false),
-            ("Content-Type: text/plain; x=text/event-stream", false, None, false),
+            (
+                "Content-Type: text/plain; x=text/event-stream",
+                false,
+                None,
+                false,
+            ),
             ("Transfer-Encoding: gzip, chunked", false, None, true),
             ("Transfer-Encoding: chunked, gzip", false, None, false),
             ("Transfer-Encoding: CHUNKED", false, None, true),
-            ("Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip", false, None, false),
-            ("Content-Length: 5\r\nContent-Length: 5", false, Some(5), false),
+            (
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip",
+                false,
+                None,
+                false,
+            ),
+            (
+                "Content-Length: 5\r\nContent-Length: 5",
+                false,
+                Some(5),
+                false,
+            ),
             ("Content-Length: 5\r\nContent-Length: 7", false, None, false),
             ("Content-Length: abc", false, None, false),
-            ("Content-Length: 99999999999999999999999", false, None, false),
+            (
+                "Content-Length: 99999999999999999999999",
+                false,
+                None,
+                false,
+            ),
         ];
         for (lines, sse, len, chunked) in cases {
             let raw = format!("HTTP/1.1 200 OK\r\n{lines}\r\n\r\n");
@@ -265,7 +292,8 @@ mod tests {
 
     #[test]
     fn truncated_and_malformed_table() {
-        let cases: &[(&[u8], Result<(u16, bool), DecodeError>)] = &[
+        type Case<'a> = (&'a [u8], Result<(u16, bool), DecodeError>);
+        let cases: &[Case] = &[
             (b"", Err(DecodeError::Empty)),
             (b"H", Err(DecodeError::Truncated("status line"))),
             (b"HTTP/1.1 ", Err(DecodeError::Truncated("status line"))),
@@ -279,8 +307,14 @@ mod tests {
             (b"HTTP/1.1 2x0", Err(DecodeError::HttpSyntax("status"))),
             (b"HTTP/1.1 2000", Err(DecodeError::HttpSyntax("status"))),
             (b"HTTP/2 200", Err(DecodeError::HttpSyntax("version"))),
-            (b"GET / HTTP/1.1\r\n\r\n", Err(DecodeError::HttpSyntax("version"))),
-            (b"\x16\x03\x03\x00\x10", Err(DecodeError::HttpSyntax("version"))),
+            (
+                b"GET / HTTP/1.1\r\n\r\n",
+                Err(DecodeError::HttpSyntax("version")),
+            ),
+            (
+                b"\x16\x03\x03\x00\x10",
+                Err(DecodeError::HttpSyntax("version")),
+            ),
             (b"HTTP/1.1 200 OK\r\nX: \xff\xfe\r\n\r\n", Ok((200, false))),
         ];
         for (input, want) in cases {

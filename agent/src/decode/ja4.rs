@@ -48,7 +48,11 @@ impl Ja4 {
         let exts: Vec<u16> = without_grease(&hello.extensions);
         let sigs: Vec<u16> = without_grease(&hello.signature_algorithms);
 
-        let sni = if exts.contains(&EXT_SERVER_NAME) { 'd' } else { 'i' };
+        let sni = if exts.contains(&EXT_SERVER_NAME) {
+            'd'
+        } else {
+            'i'
+        };
         let prefix = format!(
             "{}{}{}{}{}{}",
             transport.marker(),
@@ -90,7 +94,10 @@ impl Ja4 {
 
     /// JA4_r: the sorted lists before hashing.
     pub fn raw(&self) -> String {
-        format!("{}_{}_{}", self.prefix, self.ciphers_sorted, self.exts_sorted)
+        format!(
+            "{}_{}_{}",
+            self.prefix, self.ciphers_sorted, self.exts_sorted
+        )
     }
 
     /// JA4_o: wire order, SNI and ALPN kept, hashed.
@@ -103,7 +110,12 @@ impl Ja4 {
         } else {
             hash12(&self.exts_original)
         };
-        format!("{}_{}_{}", self.prefix, hash12(&self.ciphers_original), exts)
+        format!(
+            "{}_{}_{}",
+            self.prefix,
+            hash12(&self.ciphers_original),
+            exts
+        )
     }
 
     /// JA4_ro: wire order, SNI and ALPN kept, unhashed.
@@ -178,7 +190,9 @@ fn alpn_code(first: Option<&[u8]>) -> String {
     if head.is_ascii_alphanumeric() && tail.is_ascii_alphanumeric() {
         [char::from(head), char::from(tail)].iter().collect()
     } else {
-        [hex_digit(head >> 4), hex_digit(tail & 0x0f)].iter().collect()
+        [hex_digit(head >> 4), hex_digit(tail & 0x0f)]
+            .iter()
+            .collect()
     }
 }
 

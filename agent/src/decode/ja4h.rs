@@ -150,11 +150,7 @@ fn join_pairs(cookies: &[Cookie<'_>]) -> String {
 /// First two letters of the method, lowercased; padded so the prefix keeps
 /// its fixed width even for a one-letter method.
 fn method_code(token: &str) -> String {
-    let mut code: String = token
-        .chars()
-        .flat_map(char::to_lowercase)
-        .take(2)
-        .collect();
+    let mut code: String = token.chars().flat_map(char::to_lowercase).take(2).collect();
     while code.chars().count() < 2 {
         code.push('0');
     }

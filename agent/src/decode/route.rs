@@ -122,7 +122,10 @@ mod tests {
             ("*", "_other"),
             ("?", "_other"),
             ("http://example.com/v1/models", "/v1/models"),
-            ("https://api.example.com:8443/v1/embeddings?x", "/v1/embeddings"),
+            (
+                "https://api.example.com:8443/v1/embeddings?x",
+                "/v1/embeddings",
+            ),
             ("http://example.com", "_other"),
             ("ftp://example.com/v1/models", "_other"),
             ("/v1/audiobook", "_other"),

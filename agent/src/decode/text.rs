@@ -99,7 +99,13 @@ mod tests {
 
     #[test]
     fn two_digits_saturates() {
-        for (n, want) in [(0, "00"), (7, "07"), (99, "99"), (100, "99"), (usize::MAX, "99")] {
+        for (n, want) in [
+            (0, "00"),
+            (7, "07"),
+            (99, "99"),
+            (100, "99"),
+            (usize::MAX, "99"),
+        ] {
             assert_eq!(two_digits(n), want);
         }
     }

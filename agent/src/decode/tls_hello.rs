@@ -115,9 +115,12 @@ fn parse_body(body: &[u8]) -> Result<ClientHello, DecodeError> {
     if session_id.len() > 32 {
         return Err(DecodeError::TlsBadLength("session id"));
     }
-    let suites = r.vec16().ok_or(DecodeError::TlsBadLength("cipher suites"))?;
+    let suites = r
+        .vec16()
+        .ok_or(DecodeError::TlsBadLength("cipher suites"))?;
     let cipher_suites = u16_list(suites).ok_or(DecodeError::TlsBadLength("cipher suites"))?;
-    r.vec8().ok_or(DecodeError::TlsBadLength("compression methods"))?;
+    r.vec8()
+        .ok_or(DecodeError::TlsBadLength("compression methods"))?;
 
     let mut hello = ClientHello {
         legacy_version,
@@ -202,7 +205,7 @@ fn parse_sig_algs(data: &[u8]) -> Result<Vec<u16>, DecodeError> {
 }
 
 fn u16_list(bytes: &[u8]) -> Option<Vec<u16>> {
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return None;
     }
     Some(
@@ -250,7 +253,9 @@ impl<'a> Reader<'a> {
 
     fn u24(&mut self) -> Option<usize> {
         let b = self.bytes(3)?;
-        Some(usize::from(*b.first()?) << 16 | usize::from(*b.get(1)?) << 8 | usize::from(*b.get(2)?))
+        Some(
+            usize::from(*b.first()?) << 16 | usize::from(*b.get(1)?) << 8 | usize::from(*b.get(2)?),
+        )
     }
 
     fn vec8(&mut self) -> Option<&'a [u8]> {

@@ -112,7 +112,10 @@ mod tests {
             (Some(b"Go-http-client/2.0"), UaFamily::Go),
             (Some(b"OpenAI/JS 4.52.0"), UaFamily::NodeJs),
             (Some(b"axios/1.7.2"), UaFamily::NodeJs),
-            (Some(b"node-fetch/1.0 (+https://github.com/bitinn/node-fetch)"), UaFamily::NodeJs),
+            (
+                Some(b"node-fetch/1.0 (+https://github.com/bitinn/node-fetch)"),
+                UaFamily::NodeJs,
+            ),
             (Some(b"undici"), UaFamily::NodeJs),
             (Some(b"Java/17.0.2"), UaFamily::Java),
             (Some(b"Apache-HttpClient/4.5.14 (Java/17)"), UaFamily::Java),

@@ -1,0 +1,35 @@
+//! Running commands with their output visible, failing with the command line in the error.
+
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context as _};
+
+pub fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Runs to completion with inherited stdio; an unsuccessful exit is an error.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let line = describe(cmd);
+    eprintln!("xtask: $ {line}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start `{line}`"))?;
+    if !status.success() {
+        bail!("`{line}` failed ({status})");
+    }
+    Ok(())
+}
+
+/// Captures stdout; `None` when the program is missing or exits unsuccessfully.
+pub fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.stderr(Stdio::null()).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}

@@ -1,0 +1,174 @@
+//! `cargo xtask setup`: installs what is missing, and nothing else. Safe to run every time: the
+//! README's commands call it first.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context as _};
+
+use crate::cmd::{output, run};
+
+/// Debian packages the build and the tests use.
+/// - llvm-N-dev: bpf-linker links against it (N is added at run time);
+/// - iproute2: `ip netns`, veth pairs, `tc` for the privileged tests;
+/// - python3, curl: the lab's inference server and a real HTTP client;
+/// - ethtool: inspecting offloads in the end-to-end tests.
+const TEST_PACKAGES: &[&str] = &["iproute2", "python3", "curl", "ethtool"];
+
+pub fn setup() -> anyhow::Result<()> {
+    if !is_debian_like() {
+        print_manual_steps();
+        bail!("automatic set-up supports Debian and derivatives; follow the steps above");
+    }
+    ensure_nightly()?;
+    let llvm = nightly_llvm_major()?;
+    let mut packages: Vec<String> = TEST_PACKAGES.iter().map(|s| s.to_string()).collect();
+    packages.push(format!("llvm-{llvm}-dev"));
+    ensure_debian_packages(&packages)?;
+    ensure_bpf_linker(llvm)?;
+    eprintln!("xtask: set-up complete (nightly LLVM {llvm}, bpf-linker ready)");
+    Ok(())
+}
+
+fn is_debian_like() -> bool {
+    let Ok(text) = fs::read_to_string("/etc/os-release") else {
+        return false;
+    };
+    text.lines().any(|l| {
+        let l = l.trim();
+        (l.starts_with("ID=") || l.starts_with("ID_LIKE="))
+            && (l.contains("debian") || l.contains("ubuntu"))
+    })
+}
+
+fn print_manual_steps() {
+    eprintln!(
+        "Siphon needs, on any distribution:\n\
+         1. rustup toolchains `stable` and `nightly`, and `rustup component add rust-src --toolchain nightly`\n\
+         2. the LLVM development package whose major version matches `rustc +nightly -vV` (\"LLVM version\"),\n\
+            e.g. llvm-22-dev / llvm22-devel\n\
+         3. LLVM_PREFIX=<llvm prefix> cargo install bpf-linker --no-default-features --features llvm-<major>\n\
+         4. for the tests: iproute2 (ip, tc), python3, curl, ethtool\n\
+         Then run `cargo xtask test`."
+    );
+}
+
+fn ensure_nightly() -> anyhow::Result<()> {
+    let toolchains =
+        output(Command::new("rustup").args(["toolchain", "list"])).context("rustup is required")?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+    }
+    let components = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
+    ]))
+    .unwrap_or_default();
+    if !components.lines().any(|l| l.starts_with("rust-src")) {
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    Ok(())
+}
+
+/// The LLVM major version nightly rustc was built with: bpf-linker must match it.
+fn nightly_llvm_major() -> anyhow::Result<u32> {
+    let vv = output(Command::new("rustc").args(["+nightly", "-vV"]))
+        .context("running rustc +nightly -vV")?;
+    parse_llvm_major(&vv).context("no \"LLVM version\" in `rustc +nightly -vV`")
+}
+
+fn parse_llvm_major(vv: &str) -> Option<u32> {
+    let line = vv.lines().find_map(|l| l.strip_prefix("LLVM version: "))?;
+    line.split('.').next()?.trim().parse().ok()
+}
+
+fn is_installed(package: &str) -> bool {
+    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
+        .is_some_and(|s| s.contains("install ok installed"))
+}
+
+fn ensure_debian_packages(packages: &[String]) -> anyhow::Result<()> {
+    let missing: Vec<&String> = packages.iter().filter(|p| !is_installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {missing:?}");
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn cargo_home() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
+}
+
+/// bpf-linker must be built against the same LLVM major as nightly; a stamp next to it records
+/// which one it was built for, so a nightly upgrade triggers a rebuild and nothing else does.
+fn ensure_bpf_linker(llvm: u32) -> anyhow::Result<()> {
+    let home = cargo_home();
+    let stamp = home.join("siphon-bpf-linker.llvm");
+    let linker_ok = output(Command::new(home.join("bin/bpf-linker")).arg("--version")).is_some();
+    let stamped = fs::read_to_string(&stamp)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    if linker_ok && (stamped == Some(llvm) || stamped.is_none() && linker_llvm_matches(&home, llvm))
+    {
+        fs::write(&stamp, llvm.to_string())?;
+        return Ok(());
+    }
+    run(Command::new("cargo")
+        .args([
+            "install",
+            "bpf-linker",
+            "--force",
+            "--no-default-features",
+            "--features",
+        ])
+        .arg(format!("llvm-{llvm}"))
+        .env("LLVM_PREFIX", format!("/usr/lib/llvm-{llvm}")))?;
+    fs::write(&stamp, llvm.to_string())?;
+    Ok(())
+}
+
+/// For a linker installed before the stamp existed: cargo's install record names its features.
+fn linker_llvm_matches(home: &Path, llvm: u32) -> bool {
+    let record = fs::read_to_string(home.join(".crates2.json")).unwrap_or_default();
+    record.contains("bpf-linker") && record.contains(&format!("\"llvm-{llvm}\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn llvm_major_from_rustc_vv() {
+        let vv =
+            "rustc 1.97.0-nightly (e50aa6fba 2026-05-19)\nbinary: rustc\nLLVM version: 22.1.4\n";
+        assert_eq!(parse_llvm_major(vv), Some(22));
+        assert_eq!(parse_llvm_major("rustc 1.0\n"), None);
+        assert_eq!(parse_llvm_major("LLVM version: x.1\n"), None);
+    }
+}

@@ -1,0 +1,65 @@
+//! `cargo xtask test`: everything CI checks, in the order that fails fastest.
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::bail;
+use clap::Args;
+
+use crate::cmd::run;
+
+#[derive(Args)]
+pub struct TestArgs {
+    /// Skip the tests that need root (eBPF loading, network namespaces). CI never sets this.
+    #[arg(long)]
+    unprivileged: bool,
+    /// Extra arguments for `cargo test` (e.g. a test name filter), after `--`.
+    #[arg(last = true)]
+    cargo_test_args: Vec<String>,
+}
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(workspace_root());
+    c
+}
+
+pub fn test(args: &TestArgs) -> anyhow::Result<()> {
+    let root = workspace_root();
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    // The kernel crate only builds for the BPF target, with nightly.
+    run(Command::new("cargo")
+        .current_dir(&root)
+        .args([
+            "+nightly",
+            "clippy",
+            "-p",
+            "agent-ebpf",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+        ])
+        .args(["--", "-D", "warnings"]))?;
+    run(Command::new("python3")
+        .current_dir(root.join("xtask/lab"))
+        .args(["-m", "unittest", "-q", "test_inference_server"]))?;
+
+    let mut t = cargo();
+    t.args(["test", "--workspace", "--exclude", "agent-ebpf", "--"]);
+    if args.unprivileged {
+        eprintln!("xtask: --unprivileged: the tests that load eBPF or create network namespaces are skipped");
+    } else {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!("the privileged tests need root (CAP_BPF, CAP_NET_ADMIN); run as root or pass --unprivileged");
+        }
+        t.arg("--include-ignored");
+    }
+    t.args(&args.cargo_test_args);
+    run(&mut t)
+}
