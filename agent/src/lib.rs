@@ -6,6 +6,7 @@
 
 pub mod attach;
 pub mod cli;
+pub mod decode;
 pub mod ebpf_object;
 pub mod flows;
 pub mod http;

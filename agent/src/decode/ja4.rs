@@ -189,6 +189,11 @@ fn alpn_code(first: Option<&[u8]>) -> String {
     };
     if head.is_ascii_alphanumeric() && tail.is_ascii_alphanumeric() {
         [char::from(head), char::from(tail)].iter().collect()
+    } else if !head.is_ascii() || !tail.is_ascii() {
+        // FoxIO's tools (Python, Rust, Wireshark), whose output the published fingerprint
+        // databases hold, print "99" for non-ASCII ALPN bytes; JA4.md's hex rule would give
+        // other values. Matching the deployed tools keeps our fingerprints comparable.
+        "99".to_owned()
     } else {
         [hex_digit(head >> 4), hex_digit(tail & 0x0f)]
             .iter()

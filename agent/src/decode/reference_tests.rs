@@ -11,48 +11,6 @@ use serde_json::Value;
 use super::test_capture::{Capture, Connection, Endpoint};
 use super::{parse_request_head, ClientHello, Ja4, Ja4h, Ja4t, Ja4ts, Transport};
 
-/// Where JA4.md and FoxIO's tools disagree, the spec wins here. Each entry
-/// is (capture, key, value in FoxIO's JSON, value required by the spec), so
-/// the divergence is asserted exactly rather than skipped.
-///
-/// The first ALPN value in tls-non-ascii-alpn is the two bytes 0xba 0xad.
-/// JA4.md renders a non-alphanumeric ALPN as the first and last hex digits
-/// ("bd"); FoxIO's Python, Rust and Wireshark tools all print "99" instead.
-const SPEC_DIVERGENCES: &[(&str, &str, &str, &str)] = &[
-    (
-        "tls-non-ascii-alpn.pcapng",
-        "JA4.1",
-        "t13d151699_8daaf6152771_e5627efa2ab1",
-        "t13d1516bd_8daaf6152771_e5627efa2ab1",
-    ),
-    (
-        "tls-non-ascii-alpn.pcapng",
-        "JA4_o.1",
-        "t13d151699_acb858a92679_8fc3c02244b2",
-        "t13d1516bd_acb858a92679_8fc3c02244b2",
-    ),
-    (
-        "tls-non-ascii-alpn.pcapng",
-        "JA4_r.1",
-        "t13d151699_002f,0035,009c,009d,1301,1302,1303,c013,c014,c02b,c02c,c02f,c030,cca8,cca9_\
-         0005,000a,000b,000d,0012,0015,0017,001b,0023,002b,002d,0033,4469,ff01_\
-         0403,0804,0401,0503,0805,0501,0806,0601",
-        "t13d1516bd_002f,0035,009c,009d,1301,1302,1303,c013,c014,c02b,c02c,c02f,c030,cca8,cca9_\
-         0005,000a,000b,000d,0012,0015,0017,001b,0023,002b,002d,0033,4469,ff01_\
-         0403,0804,0401,0503,0805,0501,0806,0601",
-    ),
-    (
-        "tls-non-ascii-alpn.pcapng",
-        "JA4_ro.1",
-        "t13d151699_1301,1302,1303,c02b,c02f,c02c,c030,cca9,cca8,c013,c014,009c,009d,002f,0035_\
-         ff01,0033,002d,0005,4469,000d,0010,0023,001b,002b,0000,0012,000a,0017,000b,0015_\
-         0403,0804,0401,0503,0805,0501,0806,0601",
-        "t13d1516bd_1301,1302,1303,c02b,c02f,c02c,c030,cca9,cca8,c013,c014,009c,009d,002f,0035_\
-         ff01,0033,002d,0005,4469,000d,0010,0023,001b,002b,0000,0012,000a,0017,000b,0015_\
-         0403,0804,0401,0503,0805,0501,0806,0601",
-    ),
-];
-
 /// The JSON twins carry no JA4T, so these come from FoxIO's Wireshark
 /// plugin test data for the same captures (wireshark/test/testdata), keyed
 /// by frame number: (capture, frame, "ja4t" | "ja4ts", value).
@@ -261,20 +219,6 @@ fn endpoint(entry: &Value, ip_key: &str, port_key: &str) -> Endpoint {
     (ip, port)
 }
 
-/// What the spec requires where it departs from FoxIO's JSON, else the JSON.
-fn required_value<'a>(file: &str, key: &str, published: &'a str) -> &'a str {
-    for (f, k, json, spec) in SPEC_DIVERGENCES {
-        if *f == file && *k == key {
-            assert_eq!(
-                published, *json,
-                "{file} {key}: the published value changed; revisit SPEC_DIVERGENCES"
-            );
-            return spec;
-        }
-    }
-    published
-}
-
 #[derive(Default)]
 struct Tally {
     checked: BTreeMap<String, usize>,
@@ -332,7 +276,7 @@ fn check_json(file: &str, json_path: &Path, cap: &Capture, tally: &mut Tally) {
             ) {
                 continue;
             }
-            let want = required_value(file, key, published);
+            let want = published;
             let what = format!("stream {stream} {key}");
             let mut got_values: Vec<String> = Vec::new();
             for &i in &matching {
