@@ -72,10 +72,18 @@ pub enum KernelCounter {
     LossIfaceInsert,
     /// Flows created by the kernel (not a skip; exported as its own counter).
     FlowsCreated,
+    /// The ring buffer had no room for a record (exchange, head, hello or SYN).
+    LossRingbufFull,
+    /// Copying payload bytes out of the skb failed.
+    LossPayloadLoad,
+    /// A request head was longer than the capture length (decoded from what was captured).
+    EventHeadTruncated,
+    /// A ClientHello was larger than what is gathered, or a segment of it did not fit a record.
+    EventHelloTruncated,
 }
 
 impl KernelCounter {
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 15;
 
     pub const ALL: [KernelCounter; Self::COUNT as usize] = [
         KernelCounter::SkipNotIp,
@@ -89,6 +97,10 @@ impl KernelCounter {
         KernelCounter::LossFlowInsert,
         KernelCounter::LossIfaceInsert,
         KernelCounter::FlowsCreated,
+        KernelCounter::LossRingbufFull,
+        KernelCounter::LossPayloadLoad,
+        KernelCounter::EventHeadTruncated,
+        KernelCounter::EventHelloTruncated,
     ];
 
     /// What the counter means for export: its kind and a bounded reason label.
@@ -106,6 +118,10 @@ impl KernelCounter {
             KernelCounter::LossFlowInsert => (Loss, "flow_map_insert"),
             KernelCounter::LossIfaceInsert => (Loss, "iface_map_insert"),
             KernelCounter::FlowsCreated => (Event, "flows_created"),
+            KernelCounter::LossRingbufFull => (Loss, "ringbuf_full"),
+            KernelCounter::LossPayloadLoad => (Loss, "payload_load"),
+            KernelCounter::EventHeadTruncated => (Truncation, "head"),
+            KernelCounter::EventHelloTruncated => (Truncation, "client_hello"),
         }
     }
 }
@@ -114,5 +130,7 @@ impl KernelCounter {
 pub enum CounterKind {
     Skip,
     Loss,
+    /// Something recorded only in part (exported as siphon_kernel_truncated_total).
+    Truncation,
     Event,
 }

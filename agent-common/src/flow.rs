@@ -125,7 +125,14 @@ pub struct FlowState {
     pub tcp_flags: u64,
     /// One of [`client`].
     pub client: u8,
-    pub _pad: [u8; 7],
+    /// Set once the first client payload of the flow has been seen (TLS hello detection).
+    pub client_spoke: u8,
+    pub _pad: [u8; 2],
+    /// ClientHello bytes still to gather, and gathered so far (TCP payload, across segments).
+    pub hello_want: u16,
+    pub hello_got: u16,
+    pub exchange: crate::Exchange,
+    pub handshake: crate::Handshake,
 }
 
 impl FlowState {

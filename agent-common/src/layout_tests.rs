@@ -46,9 +46,14 @@ fn flow_state_has_no_padding() {
         last_seen_ns: u64,
         tcp_flags: u64,
         client: u8,
-        _pad: [u8; 7],
+        client_spoke: u8,
+        _pad: [u8; 2],
+        hello_want: u16,
+        hello_got: u16,
+        exchange: Exchange,
+        handshake: Handshake,
     });
-    assert_eq!(size_of::<FlowState>(), 80);
+    assert_eq!(size_of::<FlowState>(), 176);
     assert_eq!(align_of::<FlowState>(), 8);
 }
 
@@ -121,4 +126,67 @@ fn tcp_flags_split_per_side() {
     };
     assert_eq!(st.tcp_flags_from(Side::A), tcp_flag::SYN);
     assert_eq!(st.tcp_flags_from(Side::B), tcp_flag::SYN | tcp_flag::ACK);
+}
+
+#[test]
+fn exchange_records_have_no_padding() {
+    assert_no_padding!(Exchange {
+        req_first_ns: u64,
+        req_last_ns: u64,
+        resp_first_ns: u64,
+        resp_last_ns: u64,
+        req_bytes: u64,
+        resp_bytes: u64,
+        req_packets: u32,
+        resp_packets: u32,
+        resp_psh: u32,
+        seq: u32,
+        phase: u8,
+        flags: u8,
+        _pad: [u8; 6],
+    });
+    assert_no_padding!(Handshake {
+        syn_ns: u64,
+        synack_ns: u64,
+        ack_ns: u64
+    });
+    assert_no_padding!(ExchangeRecord {
+        kind: u32,
+        end: u8,
+        client: u8,
+        _pad: u16,
+        key: FlowKey,
+        _pad2: u32,
+        exchange: Exchange,
+        handshake: Handshake,
+    });
+    assert_no_padding!(PayloadRecord {
+        kind: u32,
+        what: u8,
+        side: u8,
+        _pad: u16,
+        key: FlowKey,
+        seq: u32,
+        ts_ns: u64,
+        turn_offset: u64,
+        payload_len: u32,
+        captured: u32,
+        data: [u8; CAPTURE_MAX],
+    });
+    assert_no_padding!(SynRecord {
+        kind: u32,
+        tcp_flags: u8,
+        side: u8,
+        window: u16,
+        key: FlowKey,
+        options_len: u8,
+        ttl: u8,
+        _pad: u16,
+        ts_ns: u64,
+        options: [u8; TCP_OPTIONS_MAX],
+    });
+    // Every record starts with its kind, so userspace can dispatch on the first u32.
+    assert_eq!(core::mem::offset_of!(ExchangeRecord, kind), 0);
+    assert_eq!(core::mem::offset_of!(PayloadRecord, kind), 0);
+    assert_eq!(core::mem::offset_of!(SynRecord, kind), 0);
 }

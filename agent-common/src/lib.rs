@@ -6,9 +6,11 @@
 #![no_std]
 
 pub mod counters;
+pub mod exchange;
 pub mod flow;
 
 pub use counters::*;
+pub use exchange::*;
 pub use flow::*;
 
 /// Names of the maps and programs in the eBPF object, so both sides agree on them.
@@ -20,6 +22,11 @@ pub mod names {
     pub const MAP_KERNEL_COUNTERS: &str = "KERNEL_COUNTERS";
     pub const MAP_PROTO_COUNTERS: &str = "PROTO_COUNTERS";
     pub const MAP_SERVICE_PORTS: &str = "SERVICE_PORTS";
+    pub const MAP_EVENTS: &str = "EVENTS";
+    /// Load-time constant: bytes of a request/response head to capture (at most CAPTURE_MAX).
+    pub const GLOBAL_HEAD_CAPTURE_LEN: &str = "HEAD_CAPTURE_LEN";
+    /// Load-time constant: unread ring-buffer bytes above which a submit wakes the reader.
+    pub const GLOBAL_WAKEUP_BYTES: &str = "WAKEUP_BYTES";
     /// Load-time constant: where the program takes its clock from (see [`super::TimeSource`]).
     pub const GLOBAL_TIME_SOURCE: &str = "TIME_SOURCE";
 }
@@ -46,6 +53,9 @@ mod user_pod {
     unsafe impl aya::Pod for IfaceKey {}
     unsafe impl aya::Pod for IfaceCounters {}
     unsafe impl aya::Pod for ServicePortKey {}
+    unsafe impl aya::Pod for ExchangeRecord {}
+    unsafe impl aya::Pod for PayloadRecord {}
+    unsafe impl aya::Pod for SynRecord {}
 }
 
 #[cfg(test)]

@@ -1,8 +1,6 @@
 //! The flow table: one LRU entry per normalised 5-tuple and interface.
 
-use agent_common::{
-    client, tcp_flag, DirCounters, FlowKey, FlowState, KernelCounter, ServicePortKey, Side,
-};
+use agent_common::{client, tcp_flag, FlowKey, FlowState, KernelCounter, ServicePortKey, Side};
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     macros::map,
@@ -10,7 +8,12 @@ use aya_ebpf::{
     programs::TcContext,
 };
 
-use crate::{atomic, counters::bump, parse::Packet, time};
+use crate::{
+    atomic,
+    counters::bump,
+    parse::{Packet, IPPROTO_TCP},
+    tcp, time,
+};
 
 /// Default size; the loader overrides it from `--max-flows`.
 #[map(name = "FLOWS")]
@@ -24,40 +27,110 @@ static SERVICE_PORTS: HashMap<ServicePortKey, u8> = HashMap::with_max_entries(10
 pub fn account(ctx: &TcContext, ifindex: u32, pkt: &Packet, len: u32) {
     let (key, side) =
         FlowKey::normalise(ifindex, pkt.proto, &pkt.src, pkt.sport, &pkt.dst, pkt.dport);
-    let now = time::coarse_ns(ctx);
-    if let Some(st) = FLOWS.get_ptr_mut(key) {
-        update(st, side, pkt, len, now);
-        return;
+    // The precise clock only where a timing needs it: TCP payload and connection edges.
+    let precise = pkt.proto == IPPROTO_TCP
+        && (pkt.payload_len != 0
+            || pkt.tcp_flags & (tcp_flag::SYN | tcp_flag::FIN | tcp_flag::RST) != 0);
+    let now = if precise {
+        time::precise_ns(ctx)
+    } else {
+        time::coarse_ns(ctx)
+    };
+    let st = match FLOWS.get_ptr_mut(key) {
+        Some(st) => st,
+        None => match create(&key, side, pkt, now) {
+            Some(st) => st,
+            None => return,
+        },
+    };
+    update(st, side, pkt, len, now);
+    if pkt.proto == IPPROTO_TCP {
+        // A pure ACK that might complete a handshake needs the precise time too.
+        let now = if precise {
+            now
+        } else {
+            handshake_ack_time(ctx, st, now)
+        };
+        tcp::on_segment(ctx, st, &key, side, pkt, now);
     }
-    let mut dir = [DirCounters::default(); 2];
-    dir[side as usize] = DirCounters {
-        packets: 1,
-        bytes: len as u64,
-        payload_bytes: pkt.payload_len as u64,
-    };
-    let fresh = FlowState {
-        dir,
-        first_seen_ns: now,
-        last_seen_ns: now,
-        tcp_flags: (pkt.tcp_flags as u64) << (8 * side as u64),
-        client: guess_client(pkt, side),
-        _pad: [0; 7],
-    };
-    if FLOWS.insert(key, fresh, BPF_NOEXIST as u64).is_ok() {
+}
+
+/// A zeroed flow to insert from: the value lives in read-only data, not on the 512-byte stack.
+static ZERO_FLOW: FlowState = FlowState {
+    dir: [agent_common::DirCounters {
+        packets: 0,
+        bytes: 0,
+        payload_bytes: 0,
+    }; 2],
+    first_seen_ns: 0,
+    last_seen_ns: 0,
+    tcp_flags: 0,
+    client: 0,
+    client_spoke: 0,
+    _pad: [0; 2],
+    hello_want: 0,
+    hello_got: 0,
+    exchange: agent_common::Exchange {
+        req_first_ns: 0,
+        req_last_ns: 0,
+        resp_first_ns: 0,
+        resp_last_ns: 0,
+        req_bytes: 0,
+        resp_bytes: 0,
+        req_packets: 0,
+        resp_packets: 0,
+        resp_psh: 0,
+        seq: 0,
+        phase: 0,
+        flags: 0,
+        _pad: [0; 6],
+    },
+    handshake: agent_common::Handshake {
+        syn_ns: 0,
+        synack_ns: 0,
+        ack_ns: 0,
+    },
+};
+
+/// Inserts a zeroed flow and returns it; another CPU may have inserted it first, which is fine.
+#[inline(always)]
+// By reference on purpose: by value would copy 176 bytes onto the 512-byte BPF stack.
+#[allow(clippy::needless_borrows_for_generic_args)]
+fn create(key: &FlowKey, side: Side, pkt: &Packet, now: u64) -> Option<*mut FlowState> {
+    if FLOWS.insert(key, &ZERO_FLOW, BPF_NOEXIST as u64).is_ok() {
         bump(KernelCounter::FlowsCreated);
-        return;
+        if let Some(st) = FLOWS.get_ptr_mut(key) {
+            // SAFETY: the entry we just inserted.
+            unsafe {
+                (*st).first_seen_ns = now;
+                (*st).client = guess_client(pkt, side);
+            }
+            return Some(st);
+        }
     }
-    // Another CPU created it between our lookup and insert: count into that entry.
-    match FLOWS.get_ptr_mut(key) {
-        Some(st) => update(st, side, pkt, len, now),
-        None => bump(KernelCounter::LossFlowInsert),
+    let st = FLOWS.get_ptr_mut(key);
+    if st.is_none() {
+        bump(KernelCounter::LossFlowInsert);
+    }
+    st
+}
+
+#[inline(always)]
+fn handshake_ack_time(ctx: &TcContext, st: *const FlowState, coarse: u64) -> u64 {
+    // SAFETY: live map value.
+    let hs = unsafe { (*st).handshake };
+    if hs.synack_ns != 0 && hs.ack_ns == 0 {
+        time::precise_ns(ctx)
+    } else {
+        coarse
     }
 }
 
 #[inline(always)]
 fn update(st: *mut FlowState, side: Side, pkt: &Packet, len: u32, now: u64) {
     // SAFETY: `st` points into a map value that stays valid for this program run. Counters use
-    // atomic adds because the two directions of a flow are often handled on different CPUs.
+    // atomic adds: a flow's two directions, and a UDP socket written from several threads,
+    // are handled on different CPUs at the same time.
     unsafe {
         let d = &raw mut (*st).dir[side as usize];
         atomic::add_u64(&raw mut (*d).packets, 1);

@@ -10,8 +10,10 @@
 
 mod atomic;
 mod counters;
+mod events;
 mod flow;
 mod parse;
+mod tcp;
 mod time;
 
 use agent_common::Direction;

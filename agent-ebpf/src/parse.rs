@@ -33,6 +33,16 @@ pub struct Packet {
     pub tcp_flags: u8,
     /// Transport payload length in bytes.
     pub payload_len: u32,
+    /// Offset of the transport payload from the start of the frame.
+    pub payload_off: u32,
+    /// Offset of the transport header.
+    pub l4_off: u32,
+    /// TCP header length (20..60), 0 for UDP.
+    pub tcp_hlen: u8,
+    /// IPv4 TTL / IPv6 hop limit.
+    pub ttl: u8,
+    /// TCP window (unscaled), 0 for UDP.
+    pub window: u16,
 }
 
 /// Why a packet was not attributed to a flow. `OtherProto` still carries its IP protocol so it
@@ -93,6 +103,7 @@ fn parse_ipv4(ctx: &TcContext, l3: usize) -> Result<Packet, Skip> {
     let tot_len = u16::from_be_bytes([hdr[2], hdr[3]]) as u32;
     let frag = u16::from_be_bytes([hdr[6], hdr[7]]);
     let proto = hdr[9];
+    let ttl = hdr[8];
     if frag & 0x1fff != 0 {
         return Err(Skip::Counter(KernelCounter::SkipFragment));
     }
@@ -104,7 +115,7 @@ fn parse_ipv4(ctx: &TcContext, l3: usize) -> Result<Packet, Skip> {
     } else {
         tot_len.saturating_sub(ihl as u32)
     };
-    parse_l4(ctx, l3 + ihl, proto, src, dst, l3_payload)
+    parse_l4(ctx, l3 + ihl, proto, src, dst, l3_payload, ttl)
 }
 
 #[inline(always)]
@@ -113,6 +124,7 @@ fn parse_ipv6(ctx: &TcContext, l3: usize) -> Result<Packet, Skip> {
     let hdr: [u8; 40] = load(ctx, l3).ok_or(TRUNC)?;
     let payload_len = u16::from_be_bytes([hdr[4], hdr[5]]) as u32;
     let mut next = hdr[6];
+    let ttl = hdr[7];
     let src: Addr = [
         u32::from_ne_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]),
         u32::from_ne_bytes([hdr[12], hdr[13], hdr[14], hdr[15]]),
@@ -168,7 +180,7 @@ fn parse_ipv6(ctx: &TcContext, l3: usize) -> Result<Packet, Skip> {
     } else {
         payload_len.saturating_sub(ext_len)
     };
-    parse_l4(ctx, off, next, src, dst, l3_payload)
+    parse_l4(ctx, off, next, src, dst, l3_payload, ttl)
 }
 
 #[inline(always)]
@@ -179,11 +191,12 @@ fn parse_l4(
     src: Addr,
     dst: Addr,
     l3_payload: u32,
+    ttl: u8,
 ) -> Result<Packet, Skip> {
     const TRUNC: Skip = Skip::Counter(KernelCounter::SkipTruncatedL4);
-    let (sport, dport, l4_hlen, tcp_flags) = match proto {
+    let (sport, dport, l4_hlen, tcp_flags, window) = match proto {
         IPPROTO_TCP => {
-            let t: [u8; 14] = load(ctx, l4).ok_or(TRUNC)?;
+            let t: [u8; 16] = load(ctx, l4).ok_or(TRUNC)?;
             let doff = ((t[12] >> 4) as u32) * 4;
             if doff < 20 {
                 return Err(TRUNC);
@@ -193,6 +206,7 @@ fn parse_l4(
                 u16::from_be_bytes([t[2], t[3]]),
                 doff,
                 t[13],
+                u16::from_be_bytes([t[14], t[15]]),
             )
         }
         IPPROTO_UDP => {
@@ -201,6 +215,7 @@ fn parse_l4(
                 u16::from_be_bytes([u[0], u[1]]),
                 u16::from_be_bytes([u[2], u[3]]),
                 8,
+                0,
                 0,
             )
         }
@@ -224,5 +239,14 @@ fn parse_l4(
         proto,
         tcp_flags,
         payload_len,
+        payload_off,
+        l4_off: l4 as u32,
+        tcp_hlen: if proto == IPPROTO_TCP {
+            l4_hlen as u8
+        } else {
+            0
+        },
+        ttl,
+        window,
     })
 }

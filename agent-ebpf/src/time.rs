@@ -2,7 +2,10 @@
 //! timestamp passed in `skb->tstamp`, so timings come from the capture and not from the replay.
 
 use agent_common::TimeSource;
-use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::TcContext};
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    programs::TcContext,
+};
 
 /// Set by the loader (`TimeSource` as u8). Read-only data: the verifier sees a constant and
 /// drops the branch not taken.
@@ -16,13 +19,29 @@ fn replaying() -> bool {
     unsafe { core::ptr::read_volatile(&TIME_SOURCE) == TimeSource::SkbTstamp as u8 }
 }
 
-/// Coarse time (jiffy resolution, a few ns to read): enough for first/last seen and idle expiry.
+#[inline(always)]
+fn tstamp(ctx: &TcContext) -> u64 {
+    // SAFETY: reading a field of the context.
+    unsafe { (*ctx.skb.skb).tstamp }
+}
+
+/// Coarse time (jiffy resolution, a few ns to read): enough for last-seen and idle expiry.
 #[inline(always)]
 pub fn coarse_ns(ctx: &TcContext) -> u64 {
     if replaying() {
-        // SAFETY: reading a field of the context.
-        return unsafe { (*ctx.skb.skb).tstamp };
+        return tstamp(ctx);
     }
     // SAFETY: helper without preconditions.
     unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// Precise time (~30 ns to read here): only where a timing needs it (request and response
+/// edges, handshake).
+#[inline(always)]
+pub fn precise_ns(ctx: &TcContext) -> u64 {
+    if replaying() {
+        return tstamp(ctx);
+    }
+    // SAFETY: helper without preconditions.
+    unsafe { bpf_ktime_get_ns() }
 }

@@ -22,6 +22,7 @@ pub struct Metrics {
     iface_bytes: IntCounterVec,
     kernel_skipped: IntCounterVec,
     kernel_lost: IntCounterVec,
+    kernel_truncated: IntCounterVec,
     flows_created: IntCounter,
     proto_packets: IntCounterVec,
     proto_bytes: IntCounterVec,
@@ -132,6 +133,12 @@ impl Metrics {
             iface_bytes: counter_vec(&r, "siphon_interface_bytes_total", "Bytes seen by the TC hook (skb length, link-layer header included), per interface and direction.", &["interface", "direction"])?,
             kernel_skipped: counter_vec(&r, "siphon_kernel_skipped_packets_total", "Packets counted on their interface but not attributed to a flow, by reason.", &["reason"])?,
             kernel_lost: counter_vec(&r, "siphon_kernel_lost_total", "Records the kernel program could not keep (map full, ...), by reason.", &["reason"])?,
+            kernel_truncated: counter_vec(
+                &r,
+                "siphon_kernel_truncated_total",
+                "Records the kernel program kept only in part (head longer than the capture length, oversized ClientHello), by what.",
+                &["what"],
+            )?,
             flows_created,
             proto_packets: counter_vec(&r, "siphon_ip_protocol_packets_total", "Packets of IP protocols other than TCP and UDP, by protocol.", &["protocol"])?,
             proto_bytes: counter_vec(&r, "siphon_ip_protocol_bytes_total", "Bytes of IP protocols other than TCP and UDP, by protocol.", &["protocol"])?,
@@ -151,6 +158,9 @@ impl Metrics {
             match c.describe() {
                 (CounterKind::Skip, reason) => drop(m.kernel_skipped.with_label_values(&[reason])),
                 (CounterKind::Loss, reason) => drop(m.kernel_lost.with_label_values(&[reason])),
+                (CounterKind::Truncation, what) => {
+                    drop(m.kernel_truncated.with_label_values(&[what]))
+                }
                 (CounterKind::Event, _) => {}
             }
         }
@@ -200,6 +210,7 @@ impl Metrics {
             let counter = match c.describe() {
                 (CounterKind::Skip, reason) => self.kernel_skipped.with_label_values(&[reason]),
                 (CounterKind::Loss, reason) => self.kernel_lost.with_label_values(&[reason]),
+                (CounterKind::Truncation, what) => self.kernel_truncated.with_label_values(&[what]),
                 (CounterKind::Event, _) => self.flows_created.clone(),
             };
             advance(&mut self.last, SeriesId::Kernel(c as u32), &counter, value);

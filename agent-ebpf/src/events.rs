@@ -1,0 +1,174 @@
+//! Records for userspace through one BPF ring buffer. Submits do not wake the reader: a wakeup
+//! costs microseconds, so the reader polls on a short timer and is woken early only when unread
+//! data passes a threshold.
+
+use agent_common::{
+    record_kind, ExchangeRecord, FlowKey, FlowState, KernelCounter, PayloadRecord, Side, SynRecord,
+    CAPTURE_MAX, TCP_OPTIONS_MAX,
+};
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    macros::map,
+    maps::RingBuf,
+    programs::TcContext,
+};
+
+use crate::{counters::bump, parse::Packet};
+
+/// Default size; the loader overrides it from `--ringbuf-bytes`.
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+/// Unread bytes above which a submit wakes the reader. Set by the loader.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 1 << 20;
+
+/// Bytes of a head to capture. Set by the loader, at most CAPTURE_MAX.
+#[unsafe(no_mangle)]
+static HEAD_CAPTURE_LEN: u32 = 1024;
+
+#[inline(always)]
+pub fn head_capture_len() -> u32 {
+    // SAFETY: plain read of a load-time constant.
+    let n = unsafe { core::ptr::read_volatile(&HEAD_CAPTURE_LEN) };
+    if n > CAPTURE_MAX as u32 {
+        CAPTURE_MAX as u32
+    } else {
+        n
+    }
+}
+
+#[inline(always)]
+fn submit_flags() -> u64 {
+    // SAFETY: plain read of a load-time constant.
+    let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+#[inline(always)]
+pub fn exchange(st: *const FlowState, key: &FlowKey, end: u8) {
+    let Some(mut entry) = EVENTS.reserve::<ExchangeRecord>(0) else {
+        bump(KernelCounter::LossRingbufFull);
+        return;
+    };
+    // SAFETY: `st` points into a live map value; the entry is ours until submitted.
+    unsafe {
+        let r = entry.as_mut_ptr();
+        (*r).kind = record_kind::EXCHANGE;
+        (*r).end = end;
+        (*r).client = (*st).client;
+        (*r)._pad = 0;
+        (*r).key = *key;
+        (*r)._pad2 = 0;
+        (*r).exchange = (*st).exchange;
+        (*r).handshake = (*st).handshake;
+    }
+    entry.submit(submit_flags());
+}
+
+/// What to capture of a segment's payload, and where it sits in the conversation.
+pub struct Capture {
+    /// One of `payload_what`.
+    pub what: u8,
+    pub seq: u32,
+    pub ts_ns: u64,
+    pub turn_offset: u64,
+    /// Capture at most this many bytes.
+    pub limit: u32,
+}
+
+/// Copies up to `c.limit` bytes of the packet's payload into a payload record. Returns how many
+/// bytes were captured (0 when nothing could be recorded; the loss is counted).
+#[inline(always)]
+pub fn payload(ctx: &TcContext, pkt: &Packet, key: &FlowKey, side: Side, c: Capture) -> u32 {
+    let mut n = if pkt.payload_len < c.limit {
+        pkt.payload_len
+    } else {
+        c.limit
+    };
+    if n > CAPTURE_MAX as u32 {
+        n = CAPTURE_MAX as u32;
+    }
+    if n == 0 {
+        return 0;
+    }
+    let Some(mut entry) = EVENTS.reserve::<PayloadRecord>(0) else {
+        bump(KernelCounter::LossRingbufFull);
+        return 0;
+    };
+    // LLVM knows 1 <= n <= CAPTURE_MAX from the checks above and may drop or move them, leaving
+    // the verifier without a bound on the helper's length. Passing n through black_box hides
+    // the value from LLVM, so the check below stays, on the register the helper gets.
+    let n = core::hint::black_box(n);
+    if n == 0 || n > CAPTURE_MAX as u32 {
+        entry.discard(0);
+        return 0;
+    }
+    // SAFETY: the entry is ours until submitted or discarded; `data` has CAPTURE_MAX bytes and
+    // 1 <= n <= CAPTURE_MAX.
+    let loaded = unsafe {
+        let r = entry.as_mut_ptr();
+        (*r).kind = record_kind::PAYLOAD;
+        (*r).what = c.what;
+        (*r).side = side as u8;
+        (*r)._pad = 0;
+        (*r).key = *key;
+        (*r).seq = c.seq;
+        (*r).ts_ns = c.ts_ns;
+        (*r).turn_offset = c.turn_offset;
+        (*r).payload_len = pkt.payload_len;
+        (*r).captured = n;
+        aya_ebpf::helpers::bpf_skb_load_bytes(
+            ctx.skb.skb as *const _,
+            pkt.payload_off,
+            (&raw mut (*r).data) as *mut _,
+            n,
+        )
+    };
+    if loaded != 0 {
+        entry.discard(0);
+        bump(KernelCounter::LossPayloadLoad);
+        return 0;
+    }
+    entry.submit(submit_flags());
+    n
+}
+
+#[inline(always)]
+pub fn syn(ctx: &TcContext, pkt: &Packet, key: &FlowKey, side: Side, ts_ns: u64) {
+    let Some(mut entry) = EVENTS.reserve::<SynRecord>(0) else {
+        bump(KernelCounter::LossRingbufFull);
+        return;
+    };
+    let opt_len = (pkt.tcp_hlen as usize).saturating_sub(20);
+    let start = ctx.data() + pkt.l4_off as usize + 20;
+    let end = ctx.data_end();
+    // SAFETY: the entry is ours; every packet byte read is checked against data_end, and at
+    // most TCP_OPTIONS_MAX bytes are written into `options`. A SYN's header is always in the
+    // linear area; a byte loop (SYNs are rare) keeps the verifier's bounds simple.
+    unsafe {
+        let r = entry.as_mut_ptr();
+        (*r).kind = record_kind::SYN;
+        (*r).tcp_flags = pkt.tcp_flags;
+        (*r).side = side as u8;
+        (*r).window = pkt.window;
+        (*r).key = *key;
+        (*r).ttl = pkt.ttl;
+        (*r)._pad = 0;
+        (*r).ts_ns = ts_ns;
+        let mut copied = 0usize;
+        for i in 0..TCP_OPTIONS_MAX {
+            if i >= opt_len || start + i + 1 > end {
+                break;
+            }
+            (*r).options[i] = *((start + i) as *const u8);
+            copied += 1;
+        }
+        (*r).options_len = copied as u8;
+    }
+    entry.submit(submit_flags());
+}

@@ -1,0 +1,317 @@
+//! Request/response turn-taking on TCP flows. Client payload after server payload (or on a
+//! fresh connection) starts a new exchange; the server's first payload after it is the
+//! response's first byte. An exchange is emitted when the next request starts, when the server
+//! closes (FIN) or either side resets; userspace emits the rest when the flow goes idle.
+//!
+//! The state is written by both directions' packets without locks. Within one direction
+//! packets of a flow are serialised by the stack (socket lock on transmit, one RX queue on
+//! receive), and the two directions write disjoint fields except at turn changes, which a
+//! request/response protocol does not make concurrently.
+
+use agent_common::{
+    exchange_end, exchange_flag, payload_what, phase, tcp_flag, FlowKey, FlowState, KernelCounter,
+    Side, HELLO_MAX,
+};
+use aya_ebpf::programs::TcContext;
+
+use crate::{
+    counters::bump,
+    events::{self, Capture},
+    parse::Packet,
+};
+
+const TLS_HANDSHAKE: u8 = 0x16;
+const TLS_MAJOR: u8 = 0x03;
+
+#[inline(always)]
+pub fn on_segment(
+    ctx: &TcContext,
+    st: *mut FlowState,
+    key: &FlowKey,
+    side: Side,
+    pkt: &Packet,
+    now: u64,
+) {
+    let flags = pkt.tcp_flags;
+    // SAFETY: `st` points into a live map value for this program run.
+    unsafe {
+        if flags & tcp_flag::SYN != 0 {
+            on_syn(ctx, st, key, side, pkt, now);
+            return;
+        }
+        let from_client = is_client(st, side);
+        if pkt.payload_len != 0 {
+            if from_client {
+                client_data(ctx, st, key, side, pkt, now);
+            } else {
+                server_data(ctx, st, key, side, pkt, now);
+            }
+        } else if from_client
+            && flags & tcp_flag::ACK != 0
+            && (*st).handshake.synack_ns != 0
+            && (*st).handshake.ack_ns == 0
+        {
+            (*st).handshake.ack_ns = now;
+        }
+        if flags & (tcp_flag::FIN | tcp_flag::RST) != 0 {
+            on_close(st, key, from_client, flags);
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn is_client(st: *const FlowState, side: Side) -> bool {
+    let c = unsafe { (*st).client };
+    (c == agent_common::client::A && side == Side::A)
+        || (c == agent_common::client::B && side == Side::B)
+}
+
+#[inline(always)]
+unsafe fn on_syn(
+    ctx: &TcContext,
+    st: *mut FlowState,
+    key: &FlowKey,
+    side: Side,
+    pkt: &Packet,
+    now: u64,
+) {
+    unsafe {
+        if pkt.tcp_flags & tcp_flag::ACK == 0 {
+            // A new connection, possibly on a tuple we saw before: close out what was open.
+            if (*st).exchange.phase != phase::IDLE {
+                events::exchange(st, key, exchange_end::IDLE);
+            }
+            let ex = &raw mut (*st).exchange;
+            (*ex).phase = phase::IDLE;
+            (*ex).flags = 0;
+            (*ex).seq = 0;
+            (*st).handshake.syn_ns = now;
+            (*st).handshake.synack_ns = 0;
+            (*st).handshake.ack_ns = 0;
+            (*st).client_spoke = 0;
+            (*st).hello_want = 0;
+            (*st).hello_got = 0;
+        } else {
+            (*st).handshake.synack_ns = now;
+        }
+    }
+    events::syn(ctx, pkt, key, side, now);
+}
+
+/// First bytes of the payload, for protocol sniffing. `None` if fewer than 4 bytes or not in
+/// the linear area (then we simply do not sniff).
+#[inline(always)]
+fn payload_prefix(ctx: &TcContext, pkt: &Packet) -> Option<[u8; 5]> {
+    if pkt.payload_len < 5 {
+        return None;
+    }
+    let start = ctx.data() + pkt.payload_off as usize;
+    if start + 5 > ctx.data_end() {
+        // Not in the linear area (a paged skb): copy. A constant length keeps the verifier
+        // happy where aya's load_bytes computes a variable one.
+        let mut buf = [0u8; 5];
+        // SAFETY: buf has 5 bytes.
+        let rc = unsafe {
+            aya_ebpf::helpers::bpf_skb_load_bytes(
+                ctx.skb.skb as *const _,
+                pkt.payload_off,
+                buf.as_mut_ptr() as *mut _,
+                5,
+            )
+        };
+        return (rc == 0).then_some(buf);
+    }
+    // SAFETY: bounds checked against data_end above.
+    Some(unsafe { core::ptr::read_unaligned(start as *const [u8; 5]) })
+}
+
+/// Whether a payload starts like an HTTP/1.x request line.
+#[inline(always)]
+fn is_http_method(p: &[u8; 5]) -> bool {
+    matches!(
+        &p[..4],
+        b"GET " | b"POST" | b"PUT " | b"HEAD" | b"DELE" | b"PATC" | b"OPTI" | b"CONN" | b"TRAC"
+    )
+}
+
+#[inline(always)]
+unsafe fn client_data(
+    ctx: &TcContext,
+    st: *mut FlowState,
+    key: &FlowKey,
+    side: Side,
+    pkt: &Packet,
+    now: u64,
+) {
+    unsafe {
+        let ex = &raw mut (*st).exchange;
+        let len = pkt.payload_len as u64;
+        let turn_offset;
+        if (*ex).phase != phase::REQUEST {
+            if (*ex).phase == phase::RESPONSE {
+                events::exchange(st, key, exchange_end::NEXT_REQUEST);
+            }
+            // Field by field: a struct literal would be built on the (small) BPF stack.
+            (*ex).seq = (*ex).seq.wrapping_add(1);
+            (*ex).req_first_ns = now;
+            (*ex).req_last_ns = now;
+            (*ex).req_bytes = len;
+            (*ex).req_packets = 1;
+            (*ex).resp_first_ns = 0;
+            (*ex).resp_last_ns = 0;
+            (*ex).resp_bytes = 0;
+            (*ex).resp_packets = 0;
+            (*ex).resp_psh = 0;
+            (*ex).phase = phase::REQUEST;
+            (*ex).flags &= exchange_flag::TLS;
+            turn_offset = 0;
+        } else {
+            turn_offset = (*ex).req_bytes;
+            (*ex).req_bytes += len;
+            (*ex).req_packets += 1;
+            (*ex).req_last_ns = now;
+        }
+
+        let prefix = payload_prefix(ctx, pkt);
+        if (*st).client_spoke == 0 {
+            (*st).client_spoke = 1;
+            if let Some(p) = prefix {
+                if p[0] == TLS_HANDSHAKE && p[1] == TLS_MAJOR {
+                    let record = 5 + u16::from_be_bytes([p[3], p[4]]) as u32;
+                    (*st).hello_want = if record > HELLO_MAX {
+                        HELLO_MAX as u16
+                    } else {
+                        record as u16
+                    };
+                    if record > HELLO_MAX {
+                        bump(KernelCounter::EventHelloTruncated);
+                    }
+                    (*ex).flags |= exchange_flag::TLS;
+                }
+            }
+        }
+        if (*st).hello_got < (*st).hello_want {
+            let want = ((*st).hello_want - (*st).hello_got) as u32;
+            let capture = Capture {
+                what: payload_what::TLS_HELLO,
+                seq: (*ex).seq,
+                ts_ns: now,
+                turn_offset: (*st).hello_got as u64,
+                limit: want,
+            };
+            let got = events::payload(ctx, pkt, key, side, capture);
+            if got == 0 || (got < want && got < pkt.payload_len) {
+                // This segment did not fit in one record: the rest of the hello is lost.
+                bump(KernelCounter::EventHelloTruncated);
+                (*st).hello_want = (*st).hello_got;
+            } else {
+                (*st).hello_got += got as u16;
+            }
+            return;
+        }
+        if (*ex).flags & exchange_flag::TLS != 0 {
+            return;
+        }
+        if let Some(p) = prefix {
+            if is_http_method(&p) {
+                let cap = events::head_capture_len();
+                let capture = Capture {
+                    what: payload_what::REQUEST_HEAD,
+                    seq: (*ex).seq,
+                    ts_ns: now,
+                    turn_offset,
+                    limit: cap,
+                };
+                events::payload(ctx, pkt, key, side, capture);
+                if turn_offset == 0 {
+                    (*ex).flags |= exchange_flag::HTTP_REQUEST;
+                }
+                if pkt.payload_len > cap {
+                    bump(KernelCounter::EventHeadTruncated);
+                    (*ex).flags |= exchange_flag::HEAD_TRUNCATED;
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn server_data(
+    ctx: &TcContext,
+    st: *mut FlowState,
+    key: &FlowKey,
+    side: Side,
+    pkt: &Packet,
+    now: u64,
+) {
+    unsafe {
+        let ex = &raw mut (*st).exchange;
+        let len = pkt.payload_len as u64;
+        let psh = (pkt.tcp_flags & tcp_flag::PSH != 0) as u32;
+        let turn_offset;
+        if (*ex).phase != phase::RESPONSE {
+            if (*ex).phase == phase::IDLE {
+                // The server spoke first (a banner, or we joined mid-flow): an exchange with no
+                // request.
+                (*ex).seq = (*ex).seq.wrapping_add(1);
+                (*ex).req_first_ns = 0;
+                (*ex).req_last_ns = 0;
+                (*ex).req_bytes = 0;
+                (*ex).req_packets = 0;
+                (*ex).flags &= exchange_flag::TLS;
+            }
+            (*ex).resp_first_ns = now;
+            (*ex).resp_last_ns = now;
+            (*ex).resp_bytes = len;
+            (*ex).resp_packets = 1;
+            (*ex).resp_psh = psh;
+            (*ex).phase = phase::RESPONSE;
+            turn_offset = 0;
+        } else {
+            turn_offset = (*ex).resp_bytes;
+            (*ex).resp_bytes += len;
+            (*ex).resp_packets += 1;
+            (*ex).resp_psh += psh;
+            (*ex).resp_last_ns = now;
+        }
+        // Only HTTP exchanges look for response heads: the check costs a load per segment.
+        if (*ex).flags & exchange_flag::HTTP_REQUEST == 0 {
+            return;
+        }
+        if let Some(p) = payload_prefix(ctx, pkt) {
+            if &p == b"HTTP/" {
+                let cap = events::head_capture_len();
+                let capture = Capture {
+                    what: payload_what::RESPONSE_HEAD,
+                    seq: (*ex).seq,
+                    ts_ns: now,
+                    turn_offset,
+                    limit: cap,
+                };
+                events::payload(ctx, pkt, key, side, capture);
+                (*ex).flags |= exchange_flag::HTTP_RESPONSE;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn on_close(st: *mut FlowState, key: &FlowKey, from_client: bool, flags: u8) {
+    unsafe {
+        let ex = &raw mut (*st).exchange;
+        if (*ex).phase == phase::IDLE {
+            return;
+        }
+        // A client FIN is a half-close: the response may still be coming. The exchange ends
+        // when the server closes or either side resets.
+        let end = if flags & tcp_flag::RST != 0 {
+            exchange_end::RST
+        } else if !from_client {
+            exchange_end::FIN
+        } else {
+            return;
+        };
+        events::exchange(st, key, end);
+        (*ex).phase = phase::IDLE;
+    }
+}
