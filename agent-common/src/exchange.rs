@@ -101,6 +101,8 @@ pub struct ExchangeRecord {
 pub const CAPTURE_MAX: usize = 2048;
 /// How much of a ClientHello is gathered (post-quantum key shares make them ~1.8 KiB).
 pub const HELLO_MAX: u32 = 4096;
+/// ClientHellos captured per flow at most.
+pub const HELLOS_MAX: u8 = 4;
 
 /// What a payload record holds.
 pub mod payload_what {
@@ -108,8 +110,11 @@ pub mod payload_what {
     pub const REQUEST_HEAD: u8 = 1;
     /// Start of an HTTP response (a server segment starting with `HTTP/`).
     pub const RESPONSE_HEAD: u8 = 2;
-    /// A segment of the flow's first client payload when it is a TLS handshake.
+    /// A segment of a TLS ClientHello (a client turn starting with a handshake record, or with
+    /// ChangeCipherSpec then a handshake record after a HelloRetryRequest).
     pub const TLS_HELLO: u8 = 3;
+    /// More of a request head: a later segment of a request turn, within the capture length.
+    pub const REQUEST_MORE: u8 = 4;
 }
 
 #[repr(C)]

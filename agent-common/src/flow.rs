@@ -125,8 +125,9 @@ pub struct FlowState {
     pub tcp_flags: u64,
     /// One of [`client`].
     pub client: u8,
-    /// Set once the first client payload of the flow has been seen (TLS hello detection).
-    pub client_spoke: u8,
+    /// ClientHellos seen on this flow (a HelloRetryRequest or a TLS tunnel after a proxy
+    /// handshake brings more than one); capture stops at a small bound.
+    pub hellos: u8,
     pub _pad: [u8; 2],
     /// ClientHello bytes still to gather, and gathered so far (TCP payload, across segments).
     pub hello_want: u16,

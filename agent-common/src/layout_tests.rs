@@ -46,7 +46,7 @@ fn flow_state_has_no_padding() {
         last_seen_ns: u64,
         tcp_flags: u64,
         client: u8,
-        client_spoke: u8,
+        hellos: u8,
         _pad: [u8; 2],
         hello_want: u16,
         hello_got: u16,

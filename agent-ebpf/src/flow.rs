@@ -66,7 +66,7 @@ static ZERO_FLOW: FlowState = FlowState {
     last_seen_ns: 0,
     tcp_flags: 0,
     client: 0,
-    client_spoke: 0,
+    hellos: 0,
     _pad: [0; 2],
     hello_want: 0,
     hello_got: 0,

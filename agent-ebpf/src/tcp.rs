@@ -10,7 +10,7 @@
 
 use agent_common::{
     exchange_end, exchange_flag, payload_what, phase, tcp_flag, FlowKey, FlowState, KernelCounter,
-    Side, HELLO_MAX,
+    Side, HELLOS_MAX, HELLO_MAX,
 };
 use aya_ebpf::programs::TcContext;
 
@@ -21,7 +21,11 @@ use crate::{
 };
 
 const TLS_HANDSHAKE: u8 = 0x16;
+const TLS_CHANGE_CIPHER_SPEC: u8 = 0x14;
 const TLS_MAJOR: u8 = 0x03;
+const TLS_CLIENT_HELLO: u8 = 0x01;
+/// Payload bytes sniffed: enough for a TLS record header and the handshake type.
+const PREFIX: usize = 6;
 
 #[inline(always)]
 pub fn on_segment(
@@ -88,7 +92,7 @@ unsafe fn on_syn(
             (*st).handshake.syn_ns = now;
             (*st).handshake.synack_ns = 0;
             (*st).handshake.ack_ns = 0;
-            (*st).client_spoke = 0;
+            (*st).hellos = 0;
             (*st).hello_want = 0;
             (*st).hello_got = 0;
         } else {
@@ -98,36 +102,36 @@ unsafe fn on_syn(
     events::syn(ctx, pkt, key, side, now);
 }
 
-/// First bytes of the payload, for protocol sniffing. `None` if fewer than 4 bytes or not in
-/// the linear area (then we simply do not sniff).
+/// Copies the first PREFIX payload bytes into `out`, for protocol sniffing. False if the payload is
+/// shorter or cannot be read (then we simply do not sniff). An out-parameter rather than an
+/// `Option<[u8; 5]>`: LLVM packs the latter into a register in ways the verifier rejects.
 #[inline(always)]
-fn payload_prefix(ctx: &TcContext, pkt: &Packet) -> Option<[u8; 5]> {
-    if pkt.payload_len < 5 {
-        return None;
+fn payload_prefix(ctx: &TcContext, pkt: &Packet, out: &mut [u8; PREFIX]) -> bool {
+    if pkt.payload_len < PREFIX as u32 {
+        return false;
     }
     let start = ctx.data() + pkt.payload_off as usize;
-    if start + 5 > ctx.data_end() {
-        // Not in the linear area (a paged skb): copy. A constant length keeps the verifier
-        // happy where aya's load_bytes computes a variable one.
-        let mut buf = [0u8; 5];
-        // SAFETY: buf has 5 bytes.
-        let rc = unsafe {
-            aya_ebpf::helpers::bpf_skb_load_bytes(
-                ctx.skb.skb as *const _,
-                pkt.payload_off,
-                buf.as_mut_ptr() as *mut _,
-                5,
-            )
-        };
-        return (rc == 0).then_some(buf);
+    if start + PREFIX <= ctx.data_end() {
+        // SAFETY: bounds checked against data_end.
+        *out = unsafe { core::ptr::read_unaligned(start as *const [u8; PREFIX]) };
+        return true;
     }
-    // SAFETY: bounds checked against data_end above.
-    Some(unsafe { core::ptr::read_unaligned(start as *const [u8; 5]) })
+    // Not in the linear area (a paged skb): copy, with a constant length for the verifier.
+    // SAFETY: `out` has 5 bytes.
+    let rc = unsafe {
+        aya_ebpf::helpers::bpf_skb_load_bytes(
+            ctx.skb.skb as *const _,
+            pkt.payload_off,
+            out.as_mut_ptr() as *mut _,
+            PREFIX as u32,
+        )
+    };
+    rc == 0
 }
 
 /// Whether a payload starts like an HTTP/1.x request line.
 #[inline(always)]
-fn is_http_method(p: &[u8; 5]) -> bool {
+fn is_http_method(p: &[u8; PREFIX]) -> bool {
     matches!(
         &p[..4],
         b"GET " | b"POST" | b"PUT " | b"HEAD" | b"DELE" | b"PATC" | b"OPTI" | b"CONN" | b"TRAC"
@@ -172,22 +176,33 @@ unsafe fn client_data(
             (*ex).req_last_ns = now;
         }
 
-        let prefix = payload_prefix(ctx, pkt);
-        if (*st).client_spoke == 0 {
-            (*st).client_spoke = 1;
-            if let Some(p) = prefix {
-                if p[0] == TLS_HANDSHAKE && p[1] == TLS_MAJOR {
-                    let record = 5 + u16::from_be_bytes([p[3], p[4]]) as u32;
-                    (*st).hello_want = if record > HELLO_MAX {
-                        HELLO_MAX as u16
-                    } else {
-                        record as u16
-                    };
-                    if record > HELLO_MAX {
-                        bump(KernelCounter::EventHelloTruncated);
-                    }
-                    (*ex).flags |= exchange_flag::TLS;
+        let mut p = [0u8; PREFIX];
+        let sniffed = payload_prefix(ctx, pkt, &mut p);
+        // A ClientHello starts a client segment: the first one of the flow, a second one after
+        // a HelloRetryRequest (behind a ChangeCipherSpec record), or one inside a tunnel that a
+        // SOCKS or CONNECT exchange opened. Bounded per flow.
+        if sniffed && (*st).hellos < HELLOS_MAX && (*st).hello_got >= (*st).hello_want {
+            let want = if p[0] == TLS_HANDSHAKE && p[1] == TLS_MAJOR && p[5] == TLS_CLIENT_HELLO {
+                5 + u16::from_be_bytes([p[3], p[4]]) as u32
+            } else if p[0] == TLS_CHANGE_CIPHER_SPEC && p[1] == TLS_MAJOR && p[3] == 0 && p[4] == 1
+            {
+                // CCS (6 bytes) then the handshake record, whose length we cannot see here.
+                pkt.payload_len
+            } else {
+                0
+            };
+            if want != 0 {
+                (*st).hellos += 1;
+                (*st).hello_got = 0;
+                (*st).hello_want = if want > HELLO_MAX {
+                    HELLO_MAX as u16
+                } else {
+                    want as u16
+                };
+                if want > HELLO_MAX {
+                    bump(KernelCounter::EventHelloTruncated);
                 }
+                (*ex).flags |= exchange_flag::TLS;
             }
         }
         if (*st).hello_got < (*st).hello_want {
@@ -212,24 +227,38 @@ unsafe fn client_data(
         if (*ex).flags & exchange_flag::TLS != 0 {
             return;
         }
-        if let Some(p) = prefix {
-            if is_http_method(&p) {
-                let cap = events::head_capture_len();
-                let capture = Capture {
-                    what: payload_what::REQUEST_HEAD,
-                    seq: (*ex).seq,
-                    ts_ns: now,
-                    turn_offset,
-                    limit: cap,
-                };
-                events::payload(ctx, pkt, key, side, capture);
-                if turn_offset == 0 {
-                    (*ex).flags |= exchange_flag::HTTP_REQUEST;
-                }
-                if pkt.payload_len > cap {
-                    bump(KernelCounter::EventHeadTruncated);
-                    (*ex).flags |= exchange_flag::HEAD_TRUNCATED;
-                }
+        let cap = events::head_capture_len();
+        let starts_head = sniffed && is_http_method(&p);
+        if !starts_head
+            && (*ex).flags & exchange_flag::HTTP_REQUEST != 0
+            && turn_offset < cap as u64
+        {
+            // The head continues in this segment (a client writing the head in pieces).
+            let capture = Capture {
+                what: payload_what::REQUEST_MORE,
+                seq: (*ex).seq,
+                ts_ns: now,
+                turn_offset,
+                limit: cap - turn_offset as u32,
+            };
+            events::payload(ctx, pkt, key, side, capture);
+            return;
+        }
+        if starts_head {
+            let capture = Capture {
+                what: payload_what::REQUEST_HEAD,
+                seq: (*ex).seq,
+                ts_ns: now,
+                turn_offset,
+                limit: cap,
+            };
+            events::payload(ctx, pkt, key, side, capture);
+            if turn_offset == 0 {
+                (*ex).flags |= exchange_flag::HTTP_REQUEST;
+            }
+            if pkt.payload_len > cap {
+                bump(KernelCounter::EventHeadTruncated);
+                (*ex).flags |= exchange_flag::HEAD_TRUNCATED;
             }
         }
     }
@@ -278,19 +307,18 @@ unsafe fn server_data(
         if (*ex).flags & exchange_flag::HTTP_REQUEST == 0 {
             return;
         }
-        if let Some(p) = payload_prefix(ctx, pkt) {
-            if &p == b"HTTP/" {
-                let cap = events::head_capture_len();
-                let capture = Capture {
-                    what: payload_what::RESPONSE_HEAD,
-                    seq: (*ex).seq,
-                    ts_ns: now,
-                    turn_offset,
-                    limit: cap,
-                };
-                events::payload(ctx, pkt, key, side, capture);
-                (*ex).flags |= exchange_flag::HTTP_RESPONSE;
-            }
+        let mut p = [0u8; PREFIX];
+        if payload_prefix(ctx, pkt, &mut p) && &p[..5] == b"HTTP/" {
+            let cap = events::head_capture_len();
+            let capture = Capture {
+                what: payload_what::RESPONSE_HEAD,
+                seq: (*ex).seq,
+                ts_ns: now,
+                turn_offset,
+                limit: cap,
+            };
+            events::payload(ctx, pkt, key, side, capture);
+            (*ex).flags |= exchange_flag::HTTP_RESPONSE;
         }
     }
 }

@@ -12,8 +12,9 @@ use aya_ebpf::{
 #[unsafe(no_mangle)]
 static TIME_SOURCE: u8 = TimeSource::Monotonic as u8;
 
+/// Whether we replay a capture (BPF_PROG_TEST_RUN with capture timestamps).
 #[inline(always)]
-fn replaying() -> bool {
+pub fn replaying() -> bool {
     // SAFETY: a plain read of a global; volatile so the compiler keeps the load and does not
     // fold in the default value.
     unsafe { core::ptr::read_volatile(&TIME_SOURCE) == TimeSource::SkbTstamp as u8 }

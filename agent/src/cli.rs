@@ -26,6 +26,9 @@ pub struct Cli {
 pub enum Command {
     /// Attach to interfaces, count traffic, and serve Prometheus metrics.
     Run(RunArgs),
+    /// Feed a pcap/pcapng capture through the kernel program (BPF_PROG_TEST_RUN) and the same
+    /// pipeline; print a summary, optionally write per-exchange JSON and the metrics.
+    Replay(ReplayArgs),
     /// Print the version.
     Version,
 }
@@ -63,6 +66,62 @@ pub struct RunArgs {
     /// handshake was not seen. Listening TCP sockets of this network namespace are added.
     #[arg(long = "service-port", value_name = "PORT")]
     pub service_ports: Vec<u16>,
+    /// An exchange whose response has been quiet this long is reported without waiting for the
+    /// connection's next request or close (idle keep-alive connections).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub exchange_idle_timeout: Duration,
+    /// Kernel ring-buffer size in bytes (power of two).
+    #[arg(long, default_value_t = 8 << 20, value_parser = parse_ringbuf_bytes)]
+    pub ringbuf_bytes: u32,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+/// How requests are decoded and attributed; shared by `run` and `replay`.
+#[derive(Args, Debug, Clone)]
+pub struct PipelineArgs {
+    /// Name a service for the `service` label: NAME=ADDR:PORT, NAME=:PORT (any address) or
+    /// NAME=ADDR (any port); repeatable. Unmatched servers are `_other`.
+    #[arg(long = "service", value_name = "NAME=ADDR:PORT")]
+    pub services: Vec<String>,
+    /// File holding the secret for API-key hashes (HMAC-SHA256; at least 16 bytes). Without it,
+    /// SIPHON_KEY_HASH_SECRET is used; without both, a random per-process secret (hashes then
+    /// differ between restarts and nodes).
+    #[arg(long, value_name = "PATH")]
+    pub key_hash_secret_file: Option<std::path::PathBuf>,
+    /// Proxies in front of the servers whose X-Forwarded-For / Forwarded entries are trusted
+    /// (0: the peer address is the client).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=16))]
+    pub trusted_proxy_hops: u8,
+    /// Bytes of each request/response head the kernel captures (64 to 2048). Default 1024 for
+    /// `run`; `replay` defaults to 2048, as fidelity matters more than cost offline.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(64..=2048))]
+    pub head_capture_bytes: Option<u32>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReplayArgs {
+    /// The capture (pcap or pcapng; Ethernet, Linux cooked, raw IP or loopback link types).
+    pub capture: std::path::PathBuf,
+    /// Write one JSON object per exchange and per TLS ClientHello to this file (`-`: stdout).
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<std::path::PathBuf>,
+    /// Write the resulting metrics (Prometheus text format) to this file.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_out: Option<std::path::PathBuf>,
+    /// Do not print progress on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+fn parse_ringbuf_bytes(s: &str) -> Result<u32, String> {
+    let v: u32 = s.parse().map_err(|e| format!("{e}"))?;
+    if !v.is_power_of_two() || !(1 << 16..=1 << 30).contains(&v) {
+        return Err("must be a power of two between 65536 and 1073741824".into());
+    }
+    Ok(v)
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +169,10 @@ mod tests {
             &["run", "--attach-mode", "xdp"],
             &["run", "--iface", "a", "--iface-pattern", "b*"],
             &["run", "--service-port", "70000"],
+            &["run", "--ringbuf-bytes", "1000"],
+            &["run", "--head-capture-bytes", "9999"],
+            &["run", "--trusted-proxy-hops", "-1"],
+            &["replay"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} should be rejected");
         }

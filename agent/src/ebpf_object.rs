@@ -1,6 +1,6 @@
 //! The embedded eBPF object: load it with the run's options and load its programs.
 
-use agent_common::{names, TimeSource};
+use agent_common::{names, TimeSource, CAPTURE_MAX};
 use anyhow::Context as _;
 use aya::{programs::SchedClassifier, Ebpf, EbpfLoader};
 
@@ -11,15 +11,45 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/si
 pub struct LoadOptions {
     pub max_flows: u32,
     pub time_source: TimeSource,
+    /// Bytes of each request/response head to capture (1..=CAPTURE_MAX).
+    pub head_capture_bytes: u32,
+    /// Ring-buffer size in bytes (a power of two, at least a page).
+    pub ringbuf_bytes: u32,
 }
+
+impl LoadOptions {
+    /// Defaults for tests and tools: small flow table, live clock.
+    pub fn for_tests() -> LoadOptions {
+        LoadOptions {
+            max_flows: 4096,
+            time_source: TimeSource::Monotonic,
+            head_capture_bytes: 1024,
+            ringbuf_bytes: 8 << 20,
+        }
+    }
+}
+
+/// Unread ring-buffer bytes above which the kernel wakes the reader early; below it the reader
+/// finds records on its next timed poll.
+const WAKEUP_BYTES: u64 = 1 << 20;
 
 /// Loads maps and both classifiers into the kernel (not attached anywhere yet).
 pub fn load(opts: LoadOptions) -> anyhow::Result<Ebpf> {
     raise_memlock_limit();
     let time_source = opts.time_source as u8;
+    let head = opts.head_capture_bytes.clamp(1, CAPTURE_MAX as u32);
+    if !opts.ringbuf_bytes.is_power_of_two() || opts.ringbuf_bytes < 4096 {
+        anyhow::bail!(
+            "ring-buffer size {} must be a power of two of at least 4096",
+            opts.ringbuf_bytes
+        );
+    }
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(names::MAP_FLOWS, opts.max_flows)
+        .map_max_entries(names::MAP_EVENTS, opts.ringbuf_bytes)
         .override_global(names::GLOBAL_TIME_SOURCE, &time_source, true)
+        .override_global(names::GLOBAL_HEAD_CAPTURE_LEN, &head, true)
+        .override_global(names::GLOBAL_WAKEUP_BYTES, &WAKEUP_BYTES, true)
         .load(OBJECT)
         .context("loading the eBPF object (needs root or CAP_BPF + CAP_NET_ADMIN)")?;
     for name in [names::PROG_INGRESS, names::PROG_EGRESS] {

@@ -16,6 +16,8 @@ use crate::kernel_maps::FlowMaps;
 pub struct ExpiryConfig {
     pub idle: Duration,
     pub closed: Duration,
+    /// An open exchange whose last byte is older than this is reported from the flow table.
+    pub exchange_idle: Duration,
 }
 
 /// Why a flow left the table. Bounded label values.
@@ -124,6 +126,11 @@ pub struct SweepOutcome {
     /// All-time totals: flows gone plus flows active now.
     pub totals: DirectionTotals,
     pub flows: Vec<FlowView>,
+    /// Flows removed this sweep (expired or evicted), with their last state: their open
+    /// exchange, if any, is reported from it.
+    pub ended: Vec<(FlowKey, FlowState)>,
+    /// Active flows whose open exchange has been quiet past the exchange idle timeout.
+    pub idle_exchanges: Vec<(FlowKey, FlowState)>,
 }
 
 /// Remembers the last state of every flow between sweeps.
@@ -131,6 +138,8 @@ pub struct SweepOutcome {
 pub struct FlowTracker {
     known: HashMap<FlowKey, FlowState>,
     gone: DirectionTotals,
+    /// Exchange already reported as idle, per flow, so it is reported once.
+    idle_reported: HashMap<FlowKey, u32>,
 }
 
 impl FlowTracker {
@@ -158,6 +167,7 @@ impl FlowTracker {
                 let last = maps.remove(&key).unwrap_or(state);
                 self.gone.add(&last);
                 removed.insert(key);
+                out.ended.push((key, last));
                 *out.evicted.entry(reason).or_default() += 1;
             } else {
                 still.insert(key, state);
@@ -167,6 +177,7 @@ impl FlowTracker {
         for (key, last) in &self.known {
             if !still.contains_key(key) && !removed.contains(key) {
                 self.gone.add(last);
+                out.ended.push((*key, *last));
                 *out.evicted.entry(EvictReason::LruEvicted).or_default() += 1;
             }
         }
@@ -175,6 +186,19 @@ impl FlowTracker {
             out.totals.add(state);
         }
         out.active = still.len();
+        for (key, st) in &still {
+            let ex = &st.exchange;
+            let last = ex.resp_last_ns.max(ex.req_last_ns);
+            let quiet = Duration::from_nanos(now_ns.saturating_sub(last));
+            if ex.phase == agent_common::phase::RESPONSE
+                && quiet >= cfg.exchange_idle
+                && self.idle_reported.get(key) != Some(&ex.seq)
+            {
+                self.idle_reported.insert(*key, ex.seq);
+                out.idle_exchanges.push((*key, *st));
+            }
+        }
+        self.idle_reported.retain(|k, _| still.contains_key(k));
         out.flows = still
             .iter()
             .map(|(k, s)| FlowView::new(k, s, now_ns))
@@ -273,6 +297,7 @@ mod tests {
     const CFG: ExpiryConfig = ExpiryConfig {
         idle: Duration::from_secs(120),
         closed: Duration::from_secs(10),
+        exchange_idle: Duration::from_secs(10),
     };
     const S: u64 = 1_000_000_000;
 

@@ -1,6 +1,6 @@
 //! `siphon`: network telemetry for AI-inference clusters. See README.md.
 
-use siphon_agent::{cli, run};
+use siphon_agent::{cli, replay_cmd, run};
 
 use std::process::ExitCode;
 
@@ -11,6 +11,7 @@ fn main() -> ExitCode {
     init_tracing(&cli.log_level);
     let result = match cli.command {
         cli::Command::Run(args) => run::run(args),
+        cli::Command::Replay(args) => replay_cmd::replay(args),
         cli::Command::Version => {
             println!("siphon {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -283,6 +283,11 @@ impl Metrics {
         }
     }
 
+    /// The registry, for other metric groups (capacity) to register into.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Prometheus text exposition of everything registered.
     pub fn encode(&self, started: Instant) -> anyhow::Result<String> {
         // Observed before encoding so a scrape reports its own cost (minus the encoding).

@@ -10,12 +10,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_common::TimeSource;
+use std::os::fd::AsRawFd as _;
+
+use agent_common::{names, FlowKey, FlowState, TimeSource};
 use anyhow::Context as _;
-use aya::Ebpf;
+use aya::{
+    maps::{MapData, RingBuf},
+    Ebpf,
+};
 
 use crate::{
     attach::{Attacher, Mechanism},
+    capacity::CapacityMetrics,
     cli::RunArgs,
     ebpf_object::{self, LoadOptions},
     flows::{ExpiryConfig, FlowTracker, FlowView},
@@ -23,7 +29,8 @@ use crate::{
     ifaces::{self, Selection},
     kernel_maps::{self, CounterMaps, FlowMaps},
     metrics::{BuildInfo, Metrics},
-    service_ports,
+    pipeline::Pipeline,
+    replay_cmd, service_ports,
 };
 
 const IPPROTO_TCP: u8 = 6;
@@ -77,7 +84,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let expiry = ExpiryConfig {
         idle: args.flow_idle_timeout,
         closed: args.flow_closed_timeout,
+        exchange_idle: args.exchange_idle_timeout,
     };
+    let (decode, services) = replay_cmd::decode_config(&args.pipeline)?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -91,8 +100,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut ebpf = ebpf_object::load(LoadOptions {
         max_flows: args.max_flows,
         time_source: TimeSource::Monotonic,
+        head_capture_bytes: args.pipeline.head_capture_bytes.unwrap_or(1024),
+        ringbuf_bytes: args.ringbuf_bytes,
     })?;
     let (counters, mut flow_maps) = kernel_maps::take_all(&mut ebpf)?;
+    let ring = RingBuf::try_from(
+        ebpf.take_map(names::MAP_EVENTS)
+            .context("EVENTS map missing")?,
+    )?;
     for port in args
         .service_ports
         .iter()
@@ -107,6 +122,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         attach_mode: mechanism.label(),
         kernel: kernel.trim(),
     })?;
+    let capacity = CapacityMetrics::new(metrics.registry(), services)?;
+    let pipeline = Pipeline::new(decode, capacity, None);
     let shared = Arc::new(Shared {
         inner: Mutex::new(Inner {
             metrics,
@@ -125,8 +142,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     shared.ready.store(true, Ordering::Release);
     tracing::info!(listen = %args.listen, interfaces = attacher.count(), "siphon running");
 
+    let (to_reader, reader_rx) = mpsc::channel::<ReaderMsg>();
+    let reader = thread::Builder::new()
+        .name("events".into())
+        .spawn(move || read_events(ring, pipeline, reader_rx))
+        .context("starting the event reader thread")?;
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let sweeper = {
+        let to_reader = to_reader.clone();
         let shared = Arc::clone(&shared);
         let interval = args.sweep_interval;
         thread::Builder::new()
@@ -140,6 +163,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                     expiry,
                     tracker: FlowTracker::default(),
                     shared,
+                    to_reader,
                 };
                 s.run(interval, stop_rx);
                 s.shutdown();
@@ -157,6 +181,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let _ = stop_tx.send(());
     if sweeper.join().is_err() {
         anyhow::bail!("the sweeper thread panicked; programs were detached when the process exits");
+    }
+    let _ = to_reader.send(ReaderMsg::Stop);
+    if reader.join().is_err() {
+        anyhow::bail!("the event reader thread panicked");
     }
     served.context("HTTP server failed")?;
     tracing::info!("siphon stopped");
@@ -209,6 +237,7 @@ struct Sweeper {
     expiry: ExpiryConfig,
     tracker: FlowTracker,
     shared: Arc<Shared>,
+    to_reader: mpsc::Sender<ReaderMsg>,
 }
 
 impl Sweeper {
@@ -229,9 +258,23 @@ impl Sweeper {
 
     fn sweep_once(&mut self) -> anyhow::Result<()> {
         let started = Instant::now();
-        let outcome = self
+        let mut outcome = self
             .tracker
             .sweep(&mut self.flow_maps, monotonic_ns(), &self.expiry)?;
+        for (key, state) in outcome.ended.drain(..) {
+            let _ = self.to_reader.send(ReaderMsg::FlowEnded {
+                key,
+                state: Box::new(state),
+                gone: true,
+            });
+        }
+        for (key, state) in outcome.idle_exchanges.drain(..) {
+            let _ = self.to_reader.send(ReaderMsg::FlowEnded {
+                key,
+                state: Box::new(state),
+                gone: false,
+            });
+        }
         let mut g = self.shared.lock();
         g.metrics.record_sweep(&outcome, started.elapsed());
         g.flows = outcome.flows;
@@ -280,6 +323,53 @@ impl Sweeper {
 
     fn shutdown(mut self) {
         self.attacher.detach_all(&mut self.ebpf);
+    }
+}
+
+/// What the sweeper tells the event reader.
+enum ReaderMsg {
+    /// A flow left the table (`gone`) or its open exchange went quiet: report that exchange.
+    FlowEnded {
+        key: FlowKey,
+        state: Box<FlowState>,
+        gone: bool,
+    },
+    Stop,
+}
+
+/// How long the reader sleeps between ring-buffer checks when the kernel does not wake it:
+/// the kernel submits without wakeups (a wakeup costs microseconds per record) and wakes the
+/// reader only when unread data passes a threshold.
+const READ_POLL: Duration = Duration::from_millis(100);
+
+/// The event reader: drains the ring buffer into the pipeline.
+fn read_events(mut ring: RingBuf<MapData>, mut pipeline: Pipeline, rx: mpsc::Receiver<ReaderMsg>) {
+    let fd = ring.as_raw_fd();
+    loop {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        unsafe { libc::poll(&mut pfd, 1, READ_POLL.as_millis() as i32) };
+        while let Some(item) = ring.next() {
+            pipeline.on_record(&item);
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(ReaderMsg::FlowEnded { key, state, gone }) => {
+                    pipeline.flow_ended(&key, &state, gone)
+                }
+                Ok(ReaderMsg::Stop) | Err(mpsc::TryRecvError::Disconnected) => {
+                    while let Some(item) = ring.next() {
+                        pipeline.on_record(&item);
+                    }
+                    return;
+                }
+                Err(mpsc::TryRecvError::Empty) => break,
+            }
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use agent_common::{names, FlowKey, FlowState, IfaceCounters, KernelCounter, Side, TimeSource};
+use agent_common::{names, FlowKey, FlowState, IfaceCounters, KernelCounter, Side};
 use aya::{
     programs::{SchedClassifier, TestRun as _, TestRunOptions},
     Ebpf,
@@ -34,11 +34,8 @@ struct Snapshot {
 
 impl Harness {
     fn new() -> Harness {
-        let mut ebpf = ebpf_object::load(LoadOptions {
-            max_flows: 1024,
-            time_source: TimeSource::Monotonic,
-        })
-        .expect("load eBPF object (are you root?)");
+        let mut ebpf =
+            ebpf_object::load(LoadOptions::for_tests()).expect("load eBPF object (are you root?)");
         let (counters, flows) = kernel_maps::take_all(&mut ebpf).expect("maps");
         Harness {
             ebpf,

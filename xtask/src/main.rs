@@ -1,5 +1,6 @@
 //! Project automation: `cargo xtask setup | test | run | bench | lab`. See README.md.
 
+mod bench;
 mod cmd;
 mod run;
 mod setup;
@@ -29,6 +30,9 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Set-up, build in release mode, and measure the kernel program's cost per packet
+    /// (BPF_PROG_TEST_RUN, as root) next to a floor and a minimal LRU counter.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +41,7 @@ fn main() -> ExitCode {
         Task::Setup => setup::setup(),
         Task::Test(args) => setup::setup().and_then(|()| test::test(&args)),
         Task::Run { args } => setup::setup().and_then(|()| run::run(&args)),
+        Task::Bench(args) => setup::setup().and_then(|()| bench::bench(&args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,636 @@
+//! Joins the kernel's records into reports: an exchange record with the request and response
+//! heads captured during it, the flow's ClientHello and SYNs. Splits a turn that carried several
+//! pipelined HTTP requests into one report per request.
+
+use std::{collections::HashMap, net::SocketAddr};
+
+use agent_common::{client, exchange_end, payload_what, ExchangeRecord, FlowKey, Side, SynRecord};
+
+use crate::{
+    decode::{self, ApiKeyHasher, ClientHello, Ja4, Ja4h, Ja4t, Ja4ts, Transport},
+    events::{Event, Payload},
+    flows::addr_to_ip,
+    report::{secs, ExchangeReport, HelloReport, HttpInfo, Report, TcpInfo, TlsInfo},
+};
+
+/// How decoded heads are attributed.
+pub struct DecodeConfig {
+    pub hasher: ApiKeyHasher,
+    /// Proxies in front of the server whose X-Forwarded-For entries are trusted.
+    pub trusted_hops: usize,
+}
+
+/// A captured segment start (request or response head).
+#[derive(Clone, Debug)]
+struct Seg {
+    seq: u32,
+    offset: u64,
+    ts_ns: u64,
+    data: Vec<u8>,
+}
+
+#[derive(Default)]
+struct FlowCtx {
+    req_heads: Vec<Seg>,
+    resp_heads: Vec<Seg>,
+    hello: Vec<u8>,
+    /// Side that sent the hello: the client, whatever the port heuristics said.
+    hello_side: Option<u8>,
+    hello_done: bool,
+    tls: Option<TlsInfo>,
+    syn: Option<SynRecord>,
+    synack: Option<SynRecord>,
+    last_seq: u32,
+    touched_ns: u64,
+}
+
+/// Counters of what the assembler could not do, for export.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AssemblyStats {
+    pub duplicate_exchanges: u64,
+    pub hello_incomplete: u64,
+    pub hello_decode_errors: u64,
+    pub request_decode_errors: u64,
+    pub response_decode_errors: u64,
+    pub contexts_evicted: u64,
+    pub heads_dropped: u64,
+}
+
+pub struct Assembler {
+    cfg: DecodeConfig,
+    flows: HashMap<FlowKey, FlowCtx>,
+    max_flows: usize,
+    pub stats: AssemblyStats,
+}
+
+/// Heads kept per flow while waiting for their exchange record: a bound against a peer that
+/// sends endless tiny pipelined requests.
+const MAX_PENDING_HEADS: usize = 256;
+
+impl Assembler {
+    pub fn new(cfg: DecodeConfig, max_flows: usize) -> Assembler {
+        Assembler {
+            cfg,
+            flows: HashMap::new(),
+            max_flows,
+            stats: AssemblyStats::default(),
+        }
+    }
+
+    pub fn pending_flows(&self) -> usize {
+        self.flows.len()
+    }
+
+    fn ctx(&mut self, key: &FlowKey, now_ns: u64) -> &mut FlowCtx {
+        if self.flows.len() >= self.max_flows && !self.flows.contains_key(key) {
+            self.evict_oldest();
+        }
+        let ctx = self.flows.entry(*key).or_default();
+        ctx.touched_ns = ctx.touched_ns.max(now_ns);
+        ctx
+    }
+
+    fn evict_oldest(&mut self) {
+        // Drop the least recently touched tenth: amortises the scan.
+        let mut ages: Vec<(u64, FlowKey)> =
+            self.flows.iter().map(|(k, c)| (c.touched_ns, *k)).collect();
+        ages.sort_unstable_by_key(|(t, _)| *t);
+        let n = (ages.len() / 10).max(1);
+        for (_, k) in ages.into_iter().take(n) {
+            self.flows.remove(&k);
+            self.stats.contexts_evicted += 1;
+        }
+    }
+
+    /// The flow left the kernel table: forget what we held for it.
+    pub fn flow_gone(&mut self, key: &FlowKey) {
+        self.flows.remove(key);
+    }
+
+    pub fn handle(&mut self, event: Event, out: &mut Vec<Report>) {
+        match event {
+            Event::Payload(p) => self.on_payload(p, out),
+            Event::Syn(s) => self.on_syn(s),
+            Event::Exchange(x) => self.on_exchange(&x, out),
+        }
+    }
+
+    fn on_syn(&mut self, s: SynRecord) {
+        let ctx = self.ctx(&s.key, s.ts_ns);
+        if s.tcp_flags & agent_common::tcp_flag::ACK != 0 {
+            ctx.synack = Some(s);
+        } else {
+            // A new connection on this tuple: start over.
+            *ctx = FlowCtx {
+                syn: Some(s),
+                touched_ns: s.ts_ns,
+                ..FlowCtx::default()
+            };
+        }
+    }
+
+    fn on_payload(&mut self, p: Payload, out: &mut Vec<Report>) {
+        let ts = p.ts_ns;
+        let key = p.key;
+        let ctx = self.ctx(&key, ts);
+        match p.what {
+            payload_what::REQUEST_HEAD | payload_what::RESPONSE_HEAD => {
+                let list = if p.what == payload_what::REQUEST_HEAD {
+                    &mut ctx.req_heads
+                } else {
+                    &mut ctx.resp_heads
+                };
+                let full = list.len() >= MAX_PENDING_HEADS;
+                if full {
+                    list.remove(0);
+                }
+                list.push(Seg {
+                    seq: p.seq,
+                    offset: p.turn_offset,
+                    ts_ns: ts,
+                    data: p.data,
+                });
+                if full {
+                    self.stats.heads_dropped += 1;
+                }
+            }
+            payload_what::REQUEST_MORE => {
+                // Continues the last request head of this exchange if it is contiguous with it.
+                if let Some(last) = ctx
+                    .req_heads
+                    .last_mut()
+                    .filter(|l| l.seq == p.seq && l.offset + l.data.len() as u64 == p.turn_offset)
+                {
+                    let room = agent_common::CAPTURE_MAX.saturating_sub(last.data.len());
+                    last.data
+                        .extend_from_slice(&p.data[..p.data.len().min(room)]);
+                }
+            }
+            payload_what::TLS_HELLO => {
+                if p.turn_offset == 0 {
+                    // A new ClientHello (after a HelloRetryRequest, or in a tunnel).
+                    ctx.hello.clear();
+                    ctx.hello_done = false;
+                }
+                // Segments arrive in order; one that does not continue what we hold is a gap.
+                if ctx.hello_done || p.turn_offset != ctx.hello.len() as u64 {
+                    return;
+                }
+                ctx.hello.extend_from_slice(&p.data);
+                ctx.hello_side = Some(p.side);
+                let want = hello_len(&ctx.hello);
+                if want.is_some_and(|w| ctx.hello.len() >= w) {
+                    self.finish_hello(&key, ts, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn finish_hello(&mut self, key: &FlowKey, ts_ns: u64, out: &mut Vec<Report>) {
+        let Some(ctx) = self.flows.get_mut(key) else {
+            return;
+        };
+        if ctx.hello_done || ctx.hello.is_empty() {
+            return;
+        }
+        ctx.hello_done = true;
+        let parsed = ClientHello::parse_records(skip_change_cipher_spec(&ctx.hello));
+        ctx.hello = Vec::new();
+        let client_side = match ctx.hello_side {
+            Some(s) if s == Side::A as u8 => client::A,
+            Some(_) => client::B,
+            None => ctx.client_side(),
+        };
+        let (client, server) = endpoints(key, client_side, ctx.syn.as_ref());
+        let (tls, error) = match parsed {
+            Ok(h) => {
+                let ja4 = Ja4::new(&h, Transport::Tcp);
+                let info = TlsInfo {
+                    ja4: ja4.fingerprint(),
+                    ja4_r: ja4.raw(),
+                    ja4_o: ja4.original(),
+                    ja4_ro: ja4.raw_original(),
+                    sni: h.sni.clone(),
+                };
+                ctx.tls = Some(info.clone());
+                (Some(info), None)
+            }
+            Err(e) => {
+                if matches!(e, decode::DecodeError::Truncated(_)) {
+                    self.stats.hello_incomplete += 1;
+                } else {
+                    self.stats.hello_decode_errors += 1;
+                }
+                (None, Some(e.reason()))
+            }
+        };
+        out.push(Report::TlsClientHello(Box::new(HelloReport {
+            ifindex: key.ifindex,
+            client,
+            server,
+            ts_ns,
+            tls,
+            error,
+        })));
+    }
+
+    fn on_exchange(&mut self, x: &ExchangeRecord, out: &mut Vec<Report>) {
+        let seq = x.exchange.seq;
+        let key = x.key;
+        let client_side = x.client;
+        {
+            let ctx = self.ctx(&key, x.exchange.resp_last_ns.max(x.exchange.req_last_ns));
+            if seq != 0 && seq <= ctx.last_seq {
+                self.stats.duplicate_exchanges += 1;
+                return;
+            }
+            ctx.last_seq = seq;
+        }
+        // A hello still short when its exchange ends will not complete: decode what we have.
+        if self
+            .flows
+            .get(&key)
+            .is_some_and(|c| !c.hello_done && !c.hello.is_empty())
+        {
+            self.finish_hello(&key, x.exchange.req_first_ns, out);
+        }
+        let Some(ctx) = self.flows.get_mut(&key) else {
+            return;
+        };
+        let req_heads = take_seq(&mut ctx.req_heads, seq);
+        let resp_heads = take_seq(&mut ctx.resp_heads, seq);
+        let tcp = tcp_info(ctx.syn.as_ref(), ctx.synack.as_ref(), &x.handshake);
+        let tls = ctx.tls.clone();
+        let (client, server) = endpoints(&key, client_side, ctx.syn.as_ref());
+        if matches!(x.end, exchange_end::FIN | exchange_end::RST) {
+            // The connection is over; nothing more will join this context.
+            self.flows.remove(&key);
+        }
+        let parts = split(&req_heads, &resp_heads, x);
+        for part in parts {
+            let http = part
+                .request_head
+                .map(|h| self.http_info(h, part.response_head, client.ip()));
+            out.push(Report::Exchange(Box::new(ExchangeReport {
+                ifindex: key.ifindex,
+                client,
+                server,
+                seq,
+                part: part.index,
+                end: end_label(x.end),
+                request_start_ns: part.req_first_ns,
+                request_bytes: part.req_bytes,
+                response_bytes: part.resp_bytes,
+                request_packets: part.req_packets,
+                response_packets: part.resp_packets,
+                ttfb_seconds: if part.resp_bytes > 0 {
+                    secs(part.req_last_ns, part.resp_first_ns)
+                } else {
+                    None
+                },
+                response_duration_seconds: if part.resp_bytes > 0 {
+                    secs(part.resp_first_ns, part.resp_last_ns)
+                } else {
+                    None
+                },
+                streamed_chunks: part.chunks,
+                http,
+                tls: tls.clone(),
+                tcp: tcp.clone(),
+            })));
+        }
+    }
+
+    fn http_info(&mut self, req: &[u8], resp: Option<&[u8]>, peer: std::net::IpAddr) -> HttpInfo {
+        let mut decode_error = None;
+        let head = match decode::parse_request_head(req, Some(&self.cfg.hasher)) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                self.stats.request_decode_errors += 1;
+                decode_error = Some(e.reason());
+                None
+            }
+        };
+        let response = resp.map(decode::parse_response_head);
+        let (status, event_stream) = match response {
+            Some(Ok(r)) => (Some(r.status), r.event_stream),
+            Some(Err(e)) => {
+                self.stats.response_decode_errors += 1;
+                decode_error = decode_error.or(Some(e.reason()));
+                (None, false)
+            }
+            None => (None, false),
+        };
+        let status_class = status.map(decode::status_class_label).unwrap_or("none");
+        match head {
+            Some(h) => HttpInfo {
+                method: h.method.as_label(),
+                route: h.route.as_label(),
+                path: h.path.clone(),
+                host: h.host.clone(),
+                status,
+                status_class,
+                event_stream,
+                user_agent_family: h.user_agent_family.as_label(),
+                api_key_hash: h.api_key.map(|k| k.to_string()),
+                client_ip: decode::client_ip(&h.forwarded_for, peer, self.cfg.trusted_hops),
+                forwarded_for: h.forwarded_for.clone(),
+                // A head cut by the capture length would give a wrong fingerprint: none instead.
+                ja4h: if h.truncated {
+                    String::new()
+                } else {
+                    Ja4h::new(&h).fingerprint()
+                },
+                head_truncated: h.truncated,
+                decode_error,
+            },
+            None => HttpInfo {
+                method: "invalid",
+                route: "_other",
+                path: String::new(),
+                host: None,
+                status,
+                status_class,
+                event_stream,
+                user_agent_family: "missing",
+                api_key_hash: None,
+                client_ip: peer,
+                forwarded_for: Vec::new(),
+                ja4h: String::new(),
+                head_truncated: false,
+                decode_error,
+            },
+        }
+    }
+}
+
+impl FlowCtx {
+    fn client_side(&self) -> u8 {
+        self.syn
+            .map(|s| {
+                if s.side == Side::A as u8 {
+                    client::A
+                } else {
+                    client::B
+                }
+            })
+            .unwrap_or(client::UNKNOWN)
+    }
+}
+
+fn end_label(end: u8) -> &'static str {
+    match end {
+        exchange_end::NEXT_REQUEST => "next_request",
+        exchange_end::FIN => "fin",
+        exchange_end::RST => "rst",
+        exchange_end::IDLE => "idle",
+        _ => "unknown",
+    }
+}
+
+const TLS_CHANGE_CIPHER_SPEC: u8 = 0x14;
+
+/// A second ClientHello (after a HelloRetryRequest) may follow a ChangeCipherSpec record in the
+/// same segment: skip that record.
+fn skip_change_cipher_spec(buf: &[u8]) -> &[u8] {
+    if buf.first() == Some(&TLS_CHANGE_CIPHER_SPEC) {
+        if let Some(len) = buf
+            .get(3..5)
+            .map(|l| u16::from_be_bytes([l[0], l[1]]) as usize)
+        {
+            return buf.get(5 + len..).unwrap_or(&[]);
+        }
+    }
+    buf
+}
+
+/// Bytes the hello occupies (its first handshake record, after any ChangeCipherSpec), once
+/// the record header is present.
+fn hello_len(buf: &[u8]) -> Option<usize> {
+    let skipped = buf.len() - skip_change_cipher_spec(buf).len();
+    let hello = &buf[skipped..];
+    let len = u16::from_be_bytes([*hello.get(3)?, *hello.get(4)?]) as usize;
+    Some((skipped + 5 + len).min(agent_common::HELLO_MAX as usize))
+}
+
+/// Removes and returns the segments of exchange `seq`; older ones (their exchange was lost)
+/// are dropped.
+fn take_seq(list: &mut Vec<Seg>, seq: u32) -> Vec<Seg> {
+    let (mut mine, rest): (Vec<Seg>, Vec<Seg>) = std::mem::take(list)
+        .into_iter()
+        .filter(|s| s.seq >= seq)
+        .partition(|s| s.seq == seq);
+    *list = rest;
+    mine.sort_by_key(|s| s.offset);
+    mine
+}
+
+/// (client, server) socket addresses of a flow.
+fn endpoints(key: &FlowKey, client_side: u8, syn: Option<&SynRecord>) -> (SocketAddr, SocketAddr) {
+    let a = SocketAddr::new(addr_to_ip(&key.addr_a), key.port_a);
+    let b = SocketAddr::new(addr_to_ip(&key.addr_b), key.port_b);
+    let side = match client_side {
+        client::A => Side::A as u8,
+        client::B => Side::B as u8,
+        _ => syn.map(|s| s.side).unwrap_or(Side::A as u8),
+    };
+    if side == Side::A as u8 {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
+fn tcp_info(
+    syn: Option<&SynRecord>,
+    synack: Option<&SynRecord>,
+    hs: &agent_common::Handshake,
+) -> TcpInfo {
+    let opts = |r: &SynRecord| r.options[..(r.options_len as usize).min(r.options.len())].to_vec();
+    TcpInfo {
+        ja4t: syn.map(|s| Ja4t::new(s.window, &opts(s)).to_string()),
+        ja4ts: synack.map(|s| Ja4ts::new(s.window, &opts(s)).to_string()),
+        syn_synack_seconds: secs(hs.syn_ns, hs.synack_ns),
+        synack_ack_seconds: secs(hs.synack_ns, hs.ack_ns),
+    }
+}
+
+/// One request/response pair out of a turn.
+#[derive(Debug, PartialEq)]
+struct Part<'a> {
+    index: u32,
+    req_bytes: u64,
+    resp_bytes: u64,
+    req_packets: u32,
+    resp_packets: u32,
+    chunks: u32,
+    req_first_ns: u64,
+    req_last_ns: u64,
+    resp_first_ns: u64,
+    resp_last_ns: u64,
+    request_head: Option<&'a [u8]>,
+    response_head: Option<&'a [u8]>,
+}
+
+/// A message start inside a turn: offset in the turn, time of its segment, bytes from there on.
+struct Start<'a> {
+    offset: u64,
+    ts_ns: u64,
+    head: &'a [u8],
+}
+
+/// Message starts in a turn: every captured head segment, plus further messages found inside
+/// a segment's captured bytes (pipelined messages written together), using head lengths and
+/// Content-Length.
+fn starts<'a>(segs: &'a [Seg], request: bool) -> Vec<Start<'a>> {
+    let mut out: Vec<Start<'a>> = Vec::new();
+    for seg in segs {
+        let mut pos = 0usize;
+        while let Some(rest) = seg.data.get(pos..) {
+            if out
+                .last()
+                .is_some_and(|s| s.offset >= seg.offset + pos as u64)
+            {
+                break;
+            }
+            out.push(Start {
+                offset: seg.offset + pos as u64,
+                ts_ns: seg.ts_ns,
+                head: rest,
+            });
+            match message_len(rest, request) {
+                Some(len)
+                    if len > 0
+                        && pos + len < seg.data.len()
+                        && looks_like_start(&seg.data[pos + len..], request) =>
+                {
+                    pos += len
+                }
+                _ => break,
+            }
+        }
+    }
+    out
+}
+
+fn looks_like_start(b: &[u8], request: bool) -> bool {
+    if request {
+        [
+            &b"GET "[..],
+            b"POST",
+            b"PUT ",
+            b"HEAD",
+            b"DELE",
+            b"PATC",
+            b"OPTI",
+        ]
+        .iter()
+        .any(|m| b.starts_with(m))
+    } else {
+        b.starts_with(b"HTTP/")
+    }
+}
+
+/// Head length plus Content-Length, when the head is complete and the length known.
+fn message_len(b: &[u8], request: bool) -> Option<usize> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let (head_len, hdrs): (usize, &[httparse::Header<'_>]) = if request {
+        let mut r = httparse::Request::new(&mut headers);
+        match r.parse(b) {
+            Ok(httparse::Status::Complete(n)) => (n, r.headers),
+            _ => return None,
+        }
+    } else {
+        let mut r = httparse::Response::new(&mut headers);
+        match r.parse(b) {
+            Ok(httparse::Status::Complete(n)) => (n, r.headers),
+            _ => return None,
+        }
+    };
+    let mut body = 0usize;
+    for h in hdrs {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            return None; // chunked: the length is in the body, which we do not have whole
+        }
+        if h.name.eq_ignore_ascii_case("content-length") {
+            body = std::str::from_utf8(h.value).ok()?.trim().parse().ok()?;
+        }
+    }
+    head_len.checked_add(body)
+}
+
+fn split<'a>(req_heads: &'a [Seg], resp_heads: &'a [Seg], x: &ExchangeRecord) -> Vec<Part<'a>> {
+    let e = &x.exchange;
+    let reqs = starts(req_heads, true);
+    let resps = starts(resp_heads, false);
+    let n = reqs.len().max(1);
+    let size_of = |starts: &[Start<'_>], i: usize, total: u64| -> u64 {
+        let from = starts.get(i).map(|s| s.offset).unwrap_or(0).min(total);
+        let to = starts
+            .get(i + 1)
+            .map(|s| s.offset)
+            .unwrap_or(total)
+            .min(total);
+        to.saturating_sub(from)
+    };
+    (0..n)
+        .map(|i| {
+            let last = i + 1 == n;
+            // Responses beyond the requests we found go to the last request.
+            let resp_range_end = if last { resps.len() } else { i + 1 };
+            let resp_bytes = if resps.is_empty() {
+                if i == 0 {
+                    e.resp_bytes
+                } else {
+                    0
+                }
+            } else if i < resps.len() {
+                let from = resps[i].offset.min(e.resp_bytes);
+                let to = resps
+                    .get(resp_range_end)
+                    .map(|s| s.offset)
+                    .unwrap_or(e.resp_bytes)
+                    .min(e.resp_bytes);
+                to.saturating_sub(from)
+            } else {
+                0
+            };
+            let resp_first_ns = match resps.get(i) {
+                Some(s) if i > 0 => s.ts_ns,
+                _ => e.resp_first_ns,
+            };
+            let resp_last_ns = match resps.get(i + 1) {
+                Some(s) if !last => s.ts_ns,
+                _ => e.resp_last_ns,
+            };
+            Part {
+                index: i as u32,
+                req_bytes: if reqs.is_empty() {
+                    e.req_bytes
+                } else {
+                    size_of(&reqs, i, e.req_bytes)
+                },
+                resp_bytes,
+                // Packet and chunk counts are per turn; they go to the first request.
+                req_packets: if i == 0 { e.req_packets } else { 0 },
+                resp_packets: if i == 0 { e.resp_packets } else { 0 },
+                chunks: if i == 0 { e.resp_psh } else { 0 },
+                req_first_ns: reqs
+                    .get(i)
+                    .filter(|_| i > 0)
+                    .map(|s| s.ts_ns)
+                    .unwrap_or(e.req_first_ns),
+                req_last_ns: e.req_last_ns,
+                resp_first_ns,
+                resp_last_ns,
+                request_head: reqs.get(i).map(|s| s.head),
+                response_head: resps.get(i).map(|s| s.head),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "assemble_tests.rs"]
+mod tests;

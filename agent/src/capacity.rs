@@ -1,0 +1,185 @@
+//! Capacity metrics from exchange reports: per service, request and response sizes, time to
+//! first byte, response duration, streamed chunks; request counts by method, route, status.
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+use crate::{
+    assemble::AssemblyStats,
+    report::{ExchangeReport, Report},
+    services::ServiceMap,
+};
+
+/// Bytes: 64 B to 64 MiB in ×4 steps (LLM responses run to tens of MiB).
+fn size_buckets() -> Vec<f64> {
+    (0..=10).map(|i| 64.0 * 4f64.powi(i)).collect()
+}
+
+/// Seconds: 1 ms to 10 minutes (long streams).
+fn time_buckets() -> Vec<f64> {
+    vec![
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        120.0, 300.0, 600.0,
+    ]
+}
+
+fn chunk_buckets() -> Vec<f64> {
+    (0..=14).map(|i| 2f64.powi(i)).collect()
+}
+
+#[derive(Clone)]
+pub struct CapacityMetrics {
+    services: ServiceMap,
+    requests: IntCounterVec,
+    request_size: HistogramVec,
+    response_size: HistogramVec,
+    ttfb: HistogramVec,
+    duration: HistogramVec,
+    chunks: HistogramVec,
+    hellos: IntCounterVec,
+    assembly: IntCounterVec,
+}
+
+fn hist(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    buckets: Vec<f64>,
+) -> prometheus::Result<HistogramVec> {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets),
+        &["service"],
+    )?;
+    r.register(Box::new(h.clone()))?;
+    Ok(h)
+}
+
+fn counter(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+impl CapacityMetrics {
+    pub fn new(r: &Registry, services: ServiceMap) -> prometheus::Result<CapacityMetrics> {
+        Ok(CapacityMetrics {
+            requests: counter(r, "siphon_requests_total", "Exchanges (requests) seen, by service, HTTP method, route and status class (method \"none\" when not HTTP or encrypted).", &["service", "method", "route", "status_class"])?,
+            request_size: hist(r, "siphon_request_size_bytes", "Request payload bytes (head and body, TCP payload) per exchange.", size_buckets())?,
+            response_size: hist(r, "siphon_response_size_bytes", "Response payload bytes per exchange.", size_buckets())?,
+            ttfb: hist(r, "siphon_time_to_first_byte_seconds", "Response first byte minus request last byte, at the hook.", time_buckets())?,
+            duration: hist(r, "siphon_response_duration_seconds", "Response last byte minus response first byte (streaming duration).", time_buckets())?,
+            chunks: hist(r, "siphon_response_chunks", "Server segments with PSH per response (about one per streamed write: tokens, SSE events).", chunk_buckets())?,
+            hellos: counter(r, "siphon_tls_client_hellos_total", "TLS ClientHellos gathered, by result (fingerprinted, incomplete, invalid).", &["service", "result"])?,
+            assembly: counter(r, "siphon_pipeline_events_total", "Userspace pipeline outcomes that are not exchanges, by what (duplicate_exchange, request_decode_error, response_decode_error, context_evicted, head_dropped, event_parse_error, hello_incomplete, hello_decode_error).", &["what"])?,
+            services,
+        })
+    }
+
+    pub fn observe(&self, report: &Report) {
+        match report {
+            Report::Exchange(e) => self.observe_exchange(e),
+            Report::TlsClientHello(h) => {
+                let service = self.services.name_for(h.server);
+                let result = match (&h.tls, h.error) {
+                    (Some(_), _) => "fingerprinted",
+                    (None, Some("truncated")) => "incomplete",
+                    _ => "invalid",
+                };
+                self.hellos.with_label_values(&[service, result]).inc();
+            }
+        }
+    }
+
+    fn observe_exchange(&self, e: &ExchangeReport) {
+        let service = self.services.name_for(e.server);
+        let (method, route, status_class) = match &e.http {
+            Some(h) => (h.method, h.route, h.status_class),
+            None => ("none", "_none", "none"),
+        };
+        self.requests
+            .with_label_values(&[service, method, route, status_class])
+            .inc();
+        self.request_size
+            .with_label_values(&[service])
+            .observe(e.request_bytes as f64);
+        self.response_size
+            .with_label_values(&[service])
+            .observe(e.response_bytes as f64);
+        if let Some(t) = e.ttfb_seconds {
+            self.ttfb.with_label_values(&[service]).observe(t);
+        }
+        if let Some(d) = e.response_duration_seconds {
+            self.duration.with_label_values(&[service]).observe(d);
+        }
+        if e.response_bytes > 0 && e.part == 0 {
+            self.chunks
+                .with_label_values(&[service])
+                .observe(e.streamed_chunks as f64);
+        }
+    }
+
+    /// Adds what the assembler counted since `prev`.
+    pub fn record_assembly(&self, prev: &AssemblyStats, now: &AssemblyStats) {
+        for (what, a, b) in [
+            (
+                "duplicate_exchange",
+                prev.duplicate_exchanges,
+                now.duplicate_exchanges,
+            ),
+            (
+                "request_decode_error",
+                prev.request_decode_errors,
+                now.request_decode_errors,
+            ),
+            (
+                "response_decode_error",
+                prev.response_decode_errors,
+                now.response_decode_errors,
+            ),
+            (
+                "context_evicted",
+                prev.contexts_evicted,
+                now.contexts_evicted,
+            ),
+            ("head_dropped", prev.heads_dropped, now.heads_dropped),
+            (
+                "hello_incomplete",
+                prev.hello_incomplete,
+                now.hello_incomplete,
+            ),
+            (
+                "hello_decode_error",
+                prev.hello_decode_errors,
+                now.hello_decode_errors,
+            ),
+        ] {
+            if b > a {
+                self.assembly.with_label_values(&[what]).inc_by(b - a);
+            }
+        }
+    }
+
+    pub fn event_parse_error(&self) {
+        self.assembly
+            .with_label_values(&["event_parse_error"])
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_cover_llm_sizes_and_long_streams() {
+        let s = size_buckets();
+        assert!(s.first() == Some(&64.0) && s.last().is_some_and(|l| *l >= 32.0 * 1024.0 * 1024.0));
+        let t = time_buckets();
+        assert_eq!((t.first(), t.last()), (Some(&0.001), Some(&600.0)));
+        assert!(t.windows(2).all(|w| w[0] < w[1]));
+    }
+}

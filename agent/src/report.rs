@@ -1,0 +1,96 @@
+//! What the pipeline produces per exchange (and per TLS ClientHello): decoded, attributed,
+//! free of secrets (API keys only as keyed hashes; no payload bytes).
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::Serialize;
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+pub enum Report {
+    Exchange(Box<ExchangeReport>),
+    TlsClientHello(Box<HelloReport>),
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ExchangeReport {
+    pub ifindex: u32,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    /// Exchange number within the connection (from 1).
+    pub seq: u32,
+    /// Index within a turn holding several pipelined requests (0 for the first).
+    pub part: u32,
+    /// Why the kernel closed it: next_request, fin, rst, idle.
+    pub end: &'static str,
+    /// Kernel clock (CLOCK_MONOTONIC live, capture time in replay), ns.
+    pub request_start_ns: u64,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub request_packets: u32,
+    pub response_packets: u32,
+    /// Response first byte − request last byte.
+    pub ttfb_seconds: Option<f64>,
+    /// Response last byte − response first byte.
+    pub response_duration_seconds: Option<f64>,
+    /// Server segments with PSH: ≈ streamed chunks.
+    pub streamed_chunks: u32,
+    pub http: Option<HttpInfo>,
+    pub tls: Option<TlsInfo>,
+    pub tcp: TcpInfo,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct HttpInfo {
+    pub method: &'static str,
+    pub route: &'static str,
+    pub path: String,
+    pub host: Option<String>,
+    pub status: Option<u16>,
+    pub status_class: &'static str,
+    pub event_stream: bool,
+    pub user_agent_family: &'static str,
+    /// Keyed hash of the API key (HMAC-SHA256, 128 bits, hex); never the key.
+    pub api_key_hash: Option<String>,
+    /// Client address after trusting the configured number of forwarding hops.
+    pub client_ip: IpAddr,
+    pub forwarded_for: Vec<IpAddr>,
+    pub ja4h: String,
+    pub head_truncated: bool,
+    pub decode_error: Option<&'static str>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct TlsInfo {
+    pub ja4: String,
+    pub ja4_r: String,
+    pub ja4_o: String,
+    pub ja4_ro: String,
+    pub sni: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TcpInfo {
+    pub ja4t: Option<String>,
+    pub ja4ts: Option<String>,
+    /// SYN → SYN-ACK as seen at this hook.
+    pub syn_synack_seconds: Option<f64>,
+    /// SYN-ACK → ACK.
+    pub synack_ack_seconds: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct HelloReport {
+    pub ifindex: u32,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub ts_ns: u64,
+    #[serde(flatten)]
+    pub tls: Option<TlsInfo>,
+    /// Why no fingerprint: the decoder's reason (e.g. truncated).
+    pub error: Option<&'static str>,
+}
+
+pub fn secs(from_ns: u64, to_ns: u64) -> Option<f64> {
+    (from_ns != 0 && to_ns >= from_ns).then(|| (to_ns - from_ns) as f64 / 1e9)
+}

@@ -1,0 +1,52 @@
+//! `cargo xtask bench`: the kernel program's cost per packet under BPF_PROG_TEST_RUN, next to
+//! a floor program and a minimal LRU flow counter measured in the same run. Figures, not a
+//! test: a missed target is flagged in the table and the command still succeeds. The method is
+//! described in agent/src/bin/siphon-bench.rs.
+
+use std::process::Command;
+
+use anyhow::bail;
+use clap::Args;
+
+use crate::{cmd::run, test::workspace_root};
+
+/// Unset options take siphon-bench's defaults, so they are defined in one place.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Runs per scenario, at least 5; the table gives their median, min and max [default: 7].
+    #[arg(long)]
+    runs: Option<u32>,
+    /// In-kernel repetitions per batch run [default: 1000000].
+    #[arg(long)]
+    repeat: Option<u32>,
+    /// Timed repeat=1 calls per single run (scenarios that change the flow's state) [default:
+    /// 10000].
+    #[arg(long)]
+    samples: Option<u32>,
+}
+
+pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the benchmark loads eBPF programs (CAP_BPF, CAP_NET_ADMIN): run it as root");
+    }
+    let root = workspace_root();
+    // Release, as `run` builds: the figures are the kernel's and do not depend on it, but the
+    // untimed work between calls (restoring state, draining) is quicker.
+    run(
+        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .current_dir(&root)
+            .args(["build", "--release", "-p", "agent", "--bin", "siphon-bench"]),
+    )?;
+    let mut bench = Command::new(root.join("target/release/siphon-bench"));
+    for (flag, value) in [
+        ("--runs", args.runs),
+        ("--repeat", args.repeat),
+        ("--samples", args.samples),
+    ] {
+        if let Some(v) = value {
+            bench.arg(flag).arg(v.to_string());
+        }
+    }
+    run(&mut bench)
+}
