@@ -70,6 +70,10 @@ pub struct RunArgs {
     /// connection's next request or close (idle keep-alive connections).
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub exchange_idle_timeout: Duration,
+    /// Append one JSON object per exchange and per TLS ClientHello to this file (addresses,
+    /// routes, statuses, timings, fingerprints, API-key hashes; never keys or payloads).
+    #[arg(long, value_name = "PATH")]
+    pub exchange_log: Option<std::path::PathBuf>,
     /// Kernel ring-buffer size in bytes (power of two).
     #[arg(long, default_value_t = 8 << 20, value_parser = parse_ringbuf_bytes)]
     pub ringbuf_bytes: u32,

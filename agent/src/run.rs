@@ -123,7 +123,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         kernel: kernel.trim(),
     })?;
     let capacity = CapacityMetrics::new(metrics.registry(), services)?;
-    let pipeline = Pipeline::new(decode, capacity, None);
+    let exchange_log: Option<Box<dyn std::io::Write + Send>> = match &args.exchange_log {
+        Some(path) => Some(Box::new(std::io::BufWriter::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening --exchange-log {}", path.display()))?,
+        ))),
+        None => None,
+    };
+    let pipeline = Pipeline::new(decode, capacity, exchange_log);
     let shared = Arc::new(Shared {
         inner: Mutex::new(Inner {
             metrics,
@@ -356,6 +366,9 @@ fn read_events(mut ring: RingBuf<MapData>, mut pipeline: Pipeline, rx: mpsc::Rec
         while let Some(item) = ring.next() {
             pipeline.on_record(&item);
         }
+        if let Err(e) = pipeline.flush() {
+            tracing::warn!("flushing the exchange log: {e}");
+        }
         loop {
             match rx.try_recv() {
                 Ok(ReaderMsg::FlowEnded { key, state, gone }) => {
@@ -365,6 +378,7 @@ fn read_events(mut ring: RingBuf<MapData>, mut pipeline: Pipeline, rx: mpsc::Rec
                     while let Some(item) = ring.next() {
                         pipeline.on_record(&item);
                     }
+                    let _ = pipeline.flush();
                     return;
                 }
                 Err(mpsc::TryRecvError::Empty) => break,

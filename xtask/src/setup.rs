@@ -29,6 +29,7 @@ pub fn setup() -> anyhow::Result<()> {
     packages.push(format!("llvm-{llvm}-dev"));
     ensure_debian_packages(&packages)?;
     ensure_bpf_linker(llvm)?;
+    ensure_python_packages()?;
     eprintln!("xtask: set-up complete (nightly LLVM {llvm}, bpf-linker ready)");
     Ok(())
 }
@@ -116,6 +117,30 @@ fn ensure_debian_packages(packages: &[String]) -> anyhow::Result<()> {
         .args(["install", "-y", "-qq", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// Python packages the end-to-end tests drive real clients with: the official `openai` SDK.
+const PYTHON_PACKAGES: &[(&str, &str)] = &[("openai", "openai>=1,<4")];
+
+fn ensure_python_packages() -> anyhow::Result<()> {
+    for (module, requirement) in PYTHON_PACKAGES {
+        let present = Command::new("python3")
+            .args(["-c", &format!("import {module}")])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !present {
+            run(Command::new("python3").args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                requirement,
+            ]))?;
+        }
+    }
+    Ok(())
 }
 
 fn cargo_home() -> PathBuf {
