@@ -14,8 +14,8 @@
 //!   segment, both baselines), a run is one call with `--repeat` repetitions and its figure is
 //!   the kernel's mean.
 //! - **single**: a request start and a ClientHello change what the next repetition would
-//!   measure (after a request start the flow is in the REQUEST phase; only a flow's first client
-//!   payload is a hello). Each sample first restores the state with untimed frames (a server
+//!   measure (after a request start the flow is in the REQUEST phase; a connection gathers only
+//!   a few hellos, counted from its SYN). Each sample first restores the state with untimed frames (a server
 //!   data segment; a SYN, SYN-ACK and ACK), then times one repetition (repeat=1); a run's figure
 //!   is the interquartile mean (the mean of the middle half) of `--samples` samples: robust to
 //!   interrupts like a median, but finer than the kernel clock's step, which on some VMs is
@@ -99,7 +99,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let pinned = pin_to_current_cpu();
+    let pinned = pin_to_one_cpu();
     let mut kernel = Kernel::load()?;
     let cases = cases();
     print_header(&args, pinned);
@@ -694,8 +694,8 @@ fn print_kernel_counters(kernel: &Kernel) -> anyhow::Result<()> {
     println!("\nkernel counters after the bench (KERNEL_COUNTERS, all CPUs):");
     println!("  losses:      {}", list(CounterKind::Loss, true));
     println!(
-        "  truncations: {}  (expected: every request segment is longer than the \
-         {HEAD_CAPTURE_BYTES}-byte head capture)",
+        "  truncations: {}\n               (heads expected: each request segment is longer \
+         than the {HEAD_CAPTURE_BYTES}-byte head capture)",
         list(CounterKind::Truncation, true)
     );
     println!("  skips:       {}", list(CounterKind::Skip, false));
@@ -747,17 +747,28 @@ fn print_header(args: &Args, pinned: Option<usize>) {
     );
 }
 
-/// Pins the process to the CPU it runs on, so every call sees the same per-CPU map slots and
-/// caches. Best effort: the figures stay valid, only noisier, without it.
-fn pin_to_current_cpu() -> Option<usize> {
-    // SAFETY: sched_getcpu has no preconditions.
-    let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).ok()?;
+/// Pins the process to the highest-numbered CPU it may run on, so every call sees the same
+/// per-CPU map slots and caches, and successive benches the same CPU (device interrupts tend to
+/// land on CPU 0). Best effort: without it the figures are only noisier.
+fn pin_to_one_cpu() -> Option<usize> {
     // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: CPU_SET writes one bit inside `set` (cpu < CPU_SETSIZE as sched_getcpu gave it).
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` is a valid cpu_set_t of the size passed.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
+    let mut allowed: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `allowed` is a valid cpu_set_t of the size passed.
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&allowed), &mut allowed) };
+    if rc != 0 {
+        return None;
+    }
+    let setsize = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: CPU_ISSET reads one bit inside `allowed`; cpu < its size in bits.
+    let cpu = (0..setsize)
+        .rev()
+        .find(|&cpu| unsafe { libc::CPU_ISSET(cpu, &allowed) })?;
+    // SAFETY: plain data, all-zero is the empty set.
+    let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU_SET writes one bit inside `one`; cpu < its size in bits.
+    unsafe { libc::CPU_SET(cpu, &mut one) };
+    // SAFETY: `one` is a valid cpu_set_t of the size passed.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&one), &one) };
     (rc == 0).then_some(cpu)
 }
 

@@ -100,6 +100,9 @@ pub fn replay(opts: ReplayOptions) -> anyhow::Result<ReplaySummary> {
                 tracing::debug!("skipping a packet: {reason}");
                 continue;
             }
+            Err(CaptureError::Fatal(e)) if summary.packets == 0 => {
+                return Err(e).with_context(|| format!("reading {}", opts.capture.display()));
+            }
             Err(CaptureError::Fatal(e)) => {
                 // Keep what was read: finish the pipeline, then report.
                 summary.warning = Some(format!(

@@ -151,3 +151,71 @@ fn replay_reproduces_every_reference_fingerprint() {
         failures.join("\n")
     );
 }
+
+#[test]
+#[ignore = "privileged: replays through the kernel program; run with `cargo xtask test`"]
+fn truncated_capture_keeps_what_was_read() {
+    let full = std::fs::read(data_dir().join("http1.pcapng")).expect("read capture");
+    let cut = std::env::temp_dir().join(format!("siphon-cut-{}.pcapng", std::process::id()));
+    // Cut mid-file, inside a block.
+    std::fs::write(&cut, &full[..full.len() / 2 + 7]).expect("write cut capture");
+    let json = cut.with_extension("json");
+    let out = Command::new(env!("CARGO_BIN_EXE_siphon"))
+        .args(["replay", "--quiet", "--json"])
+        .arg(&json)
+        .arg(&cut)
+        .env("SIPHON_KEY_HASH_SECRET", "test-secret-0123456789")
+        .output()
+        .expect("run siphon replay");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let exchanges = std::fs::read_to_string(&json)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    let _ = std::fs::remove_file(&cut);
+    let _ = std::fs::remove_file(&json);
+    assert!(
+        out.status.success(),
+        "a cut capture still yields what was read: {stderr}"
+    );
+    assert!(stderr.contains("capture ended early"), "says so: {stderr}");
+    assert!(
+        exchanges > 5,
+        "kept the exchanges before the cut: {exchanges}"
+    );
+}
+
+#[test]
+#[ignore = "privileged: loads the kernel program; run with `cargo xtask test`"]
+fn unsupported_link_type_and_garbage_are_clear_errors() {
+    let dir = std::env::temp_dir();
+    // A valid pcap header with link type 105 (802.11) and one tiny packet.
+    let mut wifi = Vec::new();
+    wifi.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
+    wifi.extend_from_slice(&2u16.to_le_bytes());
+    wifi.extend_from_slice(&4u16.to_le_bytes());
+    wifi.extend_from_slice(&[0u8; 8]);
+    wifi.extend_from_slice(&65535u32.to_le_bytes());
+    wifi.extend_from_slice(&105u32.to_le_bytes());
+    wifi.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 1, 2, 3, 4]);
+    let wifi_path = dir.join(format!("siphon-wifi-{}.pcap", std::process::id()));
+    std::fs::write(&wifi_path, &wifi).expect("write");
+    let garbage_path = dir.join(format!("siphon-garbage-{}.pcap", std::process::id()));
+    std::fs::write(&garbage_path, b"this is not a capture at all").expect("write");
+    for (path, needle) in [
+        (&wifi_path, "unsupported link type"),
+        (&garbage_path, "not a pcap or pcapng"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_siphon"))
+            .args(["replay", "--quiet"])
+            .arg(path)
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{} must fail", path.display());
+        assert!(stderr.contains(needle), "{}: {stderr}", path.display());
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let _ = std::fs::remove_file(&wifi_path);
+    let _ = std::fs::remove_file(&garbage_path);
+}
