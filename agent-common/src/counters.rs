@@ -36,6 +36,31 @@ pub struct IfaceKey {
     pub direction: u32,
 }
 
+/// Fast-path interface counters: a per-CPU array slot per (ifindex mod [`IFACE_SLOTS`],
+/// direction). A slot belongs to the first interface that uses it on that CPU; an interface
+/// whose slot is taken falls back to the per-CPU hash. Array lookups are inlined by the
+/// verifier; a hash lookup costs a helper call and a hash.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct IfaceSlot {
+    /// Owner of the slot on this CPU; 0 = free.
+    pub ifindex: u32,
+    pub _pad: u32,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Interfaces with a fast-path slot: ifindex values modulo this.
+pub const IFACE_SLOTS: u32 = 1024;
+
+impl IfaceSlot {
+    /// Array index of (ifindex, direction).
+    #[inline(always)]
+    pub const fn index(ifindex: u32, direction: u32) -> u32 {
+        ((ifindex % IFACE_SLOTS) << 1) | (direction & 1)
+    }
+}
+
 /// Packets and bytes (`skb->len`). Used per interface/direction and per IP protocol.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -126,7 +126,12 @@ pub struct PayloadRecord {
     pub what: u8,
     /// [`crate::Side`] of the sender, as u8.
     pub side: u8,
-    pub _pad: u16,
+    /// Non-zero (an [`exchange_end`] value) when `prev` holds the exchange this segment ends:
+    /// a request head that starts the next exchange carries the previous one in the same
+    /// record, saving a ring-buffer reservation on the request-start path.
+    pub prev_end: u8,
+    /// [`crate::client`] value of the flow.
+    pub client: u8,
     pub key: FlowKey,
     /// Exchange number this segment belongs to.
     pub seq: u32,
@@ -139,6 +144,9 @@ pub struct PayloadRecord {
     pub payload_len: u32,
     /// Bytes of `data` that are valid.
     pub captured: u32,
+    /// Valid when `prev_end != 0`.
+    pub prev: Exchange,
+    pub handshake: Handshake,
     pub data: [u8; CAPTURE_MAX],
 }
 

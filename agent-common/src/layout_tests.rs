@@ -164,13 +164,16 @@ fn exchange_records_have_no_padding() {
         kind: u32,
         what: u8,
         side: u8,
-        _pad: u16,
+        prev_end: u8,
+        client: u8,
         key: FlowKey,
         seq: u32,
         ts_ns: u64,
         turn_offset: u64,
         payload_len: u32,
         captured: u32,
+        prev: Exchange,
+        handshake: Handshake,
         data: [u8; CAPTURE_MAX],
     });
     assert_no_padding!(SynRecord {

@@ -19,6 +19,7 @@ pub mod names {
     pub const PROG_EGRESS: &str = "siphon_egress";
     pub const MAP_FLOWS: &str = "FLOWS";
     pub const MAP_IFACE_COUNTERS: &str = "IFACE_COUNTERS";
+    pub const MAP_IFACE_SLOTS: &str = "IFACE_SLOTS";
     pub const MAP_KERNEL_COUNTERS: &str = "KERNEL_COUNTERS";
     pub const MAP_PROTO_COUNTERS: &str = "PROTO_COUNTERS";
     pub const MAP_SERVICE_PORTS: &str = "SERVICE_PORTS";
@@ -52,6 +53,7 @@ mod user_pod {
     unsafe impl aya::Pod for DirCounters {}
     unsafe impl aya::Pod for IfaceKey {}
     unsafe impl aya::Pod for IfaceCounters {}
+    unsafe impl aya::Pod for IfaceSlot {}
     unsafe impl aya::Pod for ServicePortKey {}
     unsafe impl aya::Pod for ExchangeRecord {}
     unsafe impl aya::Pod for PayloadRecord {}

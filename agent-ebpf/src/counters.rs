@@ -1,6 +1,6 @@
 //! Per-CPU counters: no atomics needed, userspace sums the CPUs at scrape time.
 
-use agent_common::{Direction, IfaceCounters, IfaceKey, KernelCounter};
+use agent_common::{Direction, IfaceCounters, IfaceKey, IfaceSlot, KernelCounter, IFACE_SLOTS};
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     macros::map,
@@ -11,6 +11,9 @@ use aya_ebpf::{
 #[map(name = "IFACE_COUNTERS")]
 static IFACE_COUNTERS: PerCpuHashMap<IfaceKey, IfaceCounters> =
     PerCpuHashMap::with_max_entries(4096, 0);
+
+#[map(name = "IFACE_SLOTS")]
+static IFACE_FAST: PerCpuArray<IfaceSlot> = PerCpuArray::with_max_entries(2 * IFACE_SLOTS, 0);
 
 #[map(name = "KERNEL_COUNTERS")]
 static KERNEL_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(KernelCounter::COUNT, 0);
@@ -29,6 +32,25 @@ pub fn bump(counter: KernelCounter) {
 
 #[inline(always)]
 pub fn count_iface(ifindex: u32, direction: Direction, len: u32) {
+    if let Some(slot) = IFACE_FAST.get_ptr_mut(IfaceSlot::index(ifindex, direction as u32)) {
+        // SAFETY: this CPU's copy of the slot; nothing else writes it while we run.
+        unsafe {
+            if (*slot).ifindex == 0 {
+                (*slot).ifindex = ifindex;
+            }
+            if (*slot).ifindex == ifindex {
+                (*slot).packets += 1;
+                (*slot).bytes += len as u64;
+                return;
+            }
+        }
+    }
+    count_iface_slow(ifindex, direction, len);
+}
+
+/// The slot belongs to another interface on this CPU: the hash map, as many as needed.
+#[inline(never)]
+fn count_iface_slow(ifindex: u32, direction: Direction, len: u32) {
     let key = IfaceKey {
         ifindex,
         direction: direction as u32,

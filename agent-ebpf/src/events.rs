@@ -79,12 +79,22 @@ pub struct Capture {
     pub turn_offset: u64,
     /// Capture at most this many bytes.
     pub limit: u32,
+    /// Non-zero (an `exchange_end`): the record also carries the flow's current exchange,
+    /// which this segment ends.
+    pub prev_end: u8,
 }
 
 /// Copies up to `c.limit` bytes of the packet's payload into a payload record. Returns how many
 /// bytes were captured (0 when nothing could be recorded; the loss is counted).
 #[inline(always)]
-pub fn payload(ctx: &TcContext, pkt: &Packet, key: &FlowKey, side: Side, c: Capture) -> u32 {
+pub fn payload(
+    ctx: &TcContext,
+    pkt: &Packet,
+    key: &FlowKey,
+    side: Side,
+    st: *const FlowState,
+    c: Capture,
+) -> u32 {
     let mut n = if pkt.payload_len < c.limit {
         pkt.payload_len
     } else {
@@ -115,7 +125,12 @@ pub fn payload(ctx: &TcContext, pkt: &Packet, key: &FlowKey, side: Side, c: Capt
         (*r).kind = record_kind::PAYLOAD;
         (*r).what = c.what;
         (*r).side = side as u8;
-        (*r)._pad = 0;
+        (*r).prev_end = c.prev_end;
+        (*r).client = (*st).client;
+        if c.prev_end != 0 {
+            (*r).prev = (*st).exchange;
+            (*r).handshake = (*st).handshake;
+        }
         (*r).key = *key;
         (*r).seq = c.seq;
         (*r).ts_ns = c.ts_ns;

@@ -150,13 +150,38 @@ unsafe fn client_data(
     unsafe {
         let ex = &raw mut (*st).exchange;
         let len = pkt.payload_len as u64;
+        let mut p = [0u8; PREFIX];
+        let sniffed = payload_prefix(ctx, pkt, &mut p);
+        let starts_head = sniffed && is_http_method(&p);
+        let cap = events::head_capture_len();
         let turn_offset;
         if (*ex).phase != phase::REQUEST {
-            if (*ex).phase == phase::RESPONSE {
+            let seq = (*ex).seq.wrapping_add(1);
+            if starts_head {
+                // One record for both: the new request's head carries the exchange it ends,
+                // which halves the ring-buffer work on the request-start path.
+                let prev_end = if (*ex).phase == phase::RESPONSE {
+                    exchange_end::NEXT_REQUEST
+                } else {
+                    0
+                };
+                let capture = Capture {
+                    what: payload_what::REQUEST_HEAD,
+                    seq,
+                    ts_ns: now,
+                    turn_offset: 0,
+                    limit: cap,
+                    prev_end,
+                };
+                events::payload(ctx, pkt, key, side, st, capture);
+                if pkt.payload_len > cap {
+                    bump(KernelCounter::EventHeadTruncated);
+                }
+            } else if (*ex).phase == phase::RESPONSE {
                 events::exchange(st, key, exchange_end::NEXT_REQUEST);
             }
             // Field by field: a struct literal would be built on the (small) BPF stack.
-            (*ex).seq = (*ex).seq.wrapping_add(1);
+            (*ex).seq = seq;
             (*ex).req_first_ns = now;
             (*ex).req_last_ns = now;
             (*ex).req_bytes = len;
@@ -169,6 +194,13 @@ unsafe fn client_data(
             (*ex).phase = phase::REQUEST;
             (*ex).flags &= exchange_flag::TLS;
             turn_offset = 0;
+            if starts_head {
+                (*ex).flags |= exchange_flag::HTTP_REQUEST;
+                if pkt.payload_len > cap {
+                    (*ex).flags |= exchange_flag::HEAD_TRUNCATED;
+                }
+                return;
+            }
         } else {
             turn_offset = (*ex).req_bytes;
             (*ex).req_bytes += len;
@@ -176,8 +208,6 @@ unsafe fn client_data(
             (*ex).req_last_ns = now;
         }
 
-        let mut p = [0u8; PREFIX];
-        let sniffed = payload_prefix(ctx, pkt, &mut p);
         // A ClientHello starts a client segment: the first one of the flow, a second one after
         // a HelloRetryRequest (behind a ChangeCipherSpec record), or one inside a tunnel that a
         // SOCKS or CONNECT exchange opened. Bounded per flow.
@@ -213,8 +243,9 @@ unsafe fn client_data(
                 ts_ns: now,
                 turn_offset: (*st).hello_got as u64,
                 limit: want,
+                prev_end: 0,
             };
-            let got = events::payload(ctx, pkt, key, side, capture);
+            let got = events::payload(ctx, pkt, key, side, st, capture);
             if got == 0 || (got < want && got < pkt.payload_len) {
                 // This segment did not fit in one record: the rest of the hello is lost.
                 bump(KernelCounter::EventHelloTruncated);
@@ -227,8 +258,6 @@ unsafe fn client_data(
         if (*ex).flags & exchange_flag::TLS != 0 {
             return;
         }
-        let cap = events::head_capture_len();
-        let starts_head = sniffed && is_http_method(&p);
         if !starts_head
             && (*ex).flags & exchange_flag::HTTP_REQUEST != 0
             && turn_offset < cap as u64
@@ -240,8 +269,9 @@ unsafe fn client_data(
                 ts_ns: now,
                 turn_offset,
                 limit: cap - turn_offset as u32,
+                prev_end: 0,
             };
-            events::payload(ctx, pkt, key, side, capture);
+            events::payload(ctx, pkt, key, side, st, capture);
             return;
         }
         if starts_head {
@@ -251,14 +281,11 @@ unsafe fn client_data(
                 ts_ns: now,
                 turn_offset,
                 limit: cap,
+                prev_end: 0,
             };
-            events::payload(ctx, pkt, key, side, capture);
-            if turn_offset == 0 {
-                (*ex).flags |= exchange_flag::HTTP_REQUEST;
-            }
+            events::payload(ctx, pkt, key, side, st, capture);
             if pkt.payload_len > cap {
                 bump(KernelCounter::EventHeadTruncated);
-                (*ex).flags |= exchange_flag::HEAD_TRUNCATED;
             }
         }
     }
@@ -316,8 +343,9 @@ unsafe fn server_data(
                 ts_ns: now,
                 turn_offset,
                 limit: cap,
+                prev_end: 0,
             };
-            events::payload(ctx, pkt, key, side, capture);
+            events::payload(ctx, pkt, key, side, st, capture);
             (*ex).flags |= exchange_flag::HTTP_RESPONSE;
         }
     }

@@ -109,7 +109,13 @@ impl Assembler {
 
     pub fn handle(&mut self, event: Event, out: &mut Vec<Report>) {
         match event {
-            Event::Payload(p) => self.on_payload(p, out),
+            Event::Payload(mut p) => {
+                // The exchange it ends comes first: its heads were captured before this one.
+                if let Some(x) = p.ends.take() {
+                    self.on_exchange(&x, out);
+                }
+                self.on_payload(p, out)
+            }
             Event::Syn(s) => self.on_syn(s),
             Event::Exchange(x) => self.on_exchange(&x, out),
         }

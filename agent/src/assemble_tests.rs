@@ -34,6 +34,7 @@ fn head(what: u8, seq: u32, offset: u64, ts: u64, data: &[u8], len: u32) -> Even
         turn_offset: offset,
         payload_len: len,
         data: data.to_vec(),
+        ends: None,
     })
 }
 

@@ -14,6 +14,8 @@ pub struct Payload {
     pub turn_offset: u64,
     pub payload_len: u32,
     pub data: Vec<u8>,
+    /// The exchange this segment ends, when the kernel sent both in one record.
+    pub ends: Option<Box<ExchangeRecord>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +83,18 @@ pub fn parse(bytes: &[u8]) -> Result<Event, EventError> {
                 turn_offset: r.turn_offset,
                 payload_len: r.payload_len,
                 data: r.data[..n].to_vec(),
+                ends: (r.prev_end != 0).then(|| {
+                    Box::new(ExchangeRecord {
+                        kind: record_kind::EXCHANGE,
+                        end: r.prev_end,
+                        client: r.client,
+                        _pad: 0,
+                        key: r.key,
+                        _pad2: 0,
+                        exchange: r.prev,
+                        handshake: r.handshake,
+                    })
+                }),
             }))
         }
         other => Err(EventError::UnknownKind(other)),
@@ -106,13 +120,16 @@ mod tests {
             kind: record_kind::PAYLOAD,
             what: payload_what::REQUEST_HEAD,
             side: 0,
-            _pad: 0,
+            prev_end: 0,
+            client: 0,
             key: FlowKey::default(),
             seq: 3,
             ts_ns: 42,
             turn_offset: 0,
             payload_len: 900,
             captured: 5,
+            prev: Default::default(),
+            handshake: Default::default(),
             data: [0u8; CAPTURE_MAX],
         };
         r.data[..5].copy_from_slice(b"GET /");

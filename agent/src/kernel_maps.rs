@@ -1,7 +1,7 @@
 //! Typed userspace handles on the kernel program's maps, with per-CPU values summed.
 
 use agent_common::{
-    names, FlowKey, FlowState, IfaceCounters, IfaceKey, KernelCounter, ServicePortKey,
+    names, FlowKey, FlowState, IfaceCounters, IfaceKey, IfaceSlot, KernelCounter, ServicePortKey,
 };
 use anyhow::Context as _;
 use aya::{
@@ -15,6 +15,7 @@ const BPF_NOEXIST: u64 = 1;
 /// Counter maps, read at scrape time.
 pub struct CounterMaps {
     iface: PerCpuHashMap<MapData, IfaceKey, IfaceCounters>,
+    iface_slots: PerCpuArray<MapData, IfaceSlot>,
     kernel: PerCpuArray<MapData, u64>,
     proto: PerCpuArray<MapData, IfaceCounters>,
 }
@@ -39,6 +40,7 @@ pub fn take_all(ebpf: &mut Ebpf) -> anyhow::Result<(CounterMaps, FlowMaps)> {
     Ok((
         CounterMaps {
             iface: take(ebpf, names::MAP_IFACE_COUNTERS)?,
+            iface_slots: take(ebpf, names::MAP_IFACE_SLOTS)?,
             kernel: take(ebpf, names::MAP_KERNEL_COUNTERS)?,
             proto: take(ebpf, names::MAP_PROTO_COUNTERS)?,
         },
@@ -61,16 +63,41 @@ fn sum_iface(values: &PerCpuValues<IfaceCounters>) -> IfaceCounters {
 impl CounterMaps {
     /// Totals per (interface, direction), all CPUs summed.
     pub fn iface_totals(&self) -> anyhow::Result<Vec<(IfaceKey, IfaceCounters)>> {
-        let mut out = Vec::new();
+        let mut totals: std::collections::BTreeMap<(u32, u32), IfaceCounters> = Default::default();
+        let mut add = |ifindex: u32, direction: u32, c: IfaceCounters| {
+            let t = totals.entry((ifindex, direction)).or_default();
+            t.packets = t.packets.wrapping_add(c.packets);
+            t.bytes = t.bytes.wrapping_add(c.bytes);
+        };
         for item in self.iface.iter() {
             match item {
-                Ok((key, values)) => out.push((key, sum_iface(&values))),
+                Ok((key, values)) => add(key.ifindex, key.direction, sum_iface(&values)),
                 // The entry was removed between listing and reading it: nothing to report.
                 Err(MapError::KeyNotFound) => continue,
                 Err(e) => return Err(e).context("reading IFACE_COUNTERS"),
             }
         }
-        Ok(out)
+        // Each CPU's copy of a slot may belong to a different interface.
+        for (index, item) in self.iface_slots.iter().enumerate() {
+            for slot in item
+                .context("reading IFACE_SLOTS")?
+                .iter()
+                .filter(|s| s.ifindex != 0)
+            {
+                add(
+                    slot.ifindex,
+                    index as u32 & 1,
+                    IfaceCounters {
+                        packets: slot.packets,
+                        bytes: slot.bytes,
+                    },
+                );
+            }
+        }
+        Ok(totals
+            .into_iter()
+            .map(|((ifindex, direction), c)| (IfaceKey { ifindex, direction }, c))
+            .collect())
     }
 
     /// Creates zeroed entries for an interface we attach to, so the kernel never has to.
