@@ -31,14 +31,23 @@ pub fn account(ctx: &TcContext, ifindex: u32, pkt: &Packet, len: u32) {
     let precise = pkt.proto == IPPROTO_TCP
         && (pkt.payload_len != 0
             || pkt.tcp_flags & (tcp_flag::SYN | tcp_flag::FIN | tcp_flag::RST) != 0);
+    // A pure TCP ACK reads no clock at all: it does not refresh last-seen (the data it
+    // acknowledges does), which keeps the commonest packet cheapest. 0 means "no time".
     let now = if precise {
         time::precise_ns(ctx)
+    } else if pkt.proto == IPPROTO_TCP {
+        0
     } else {
         time::coarse_ns(ctx)
     };
     let st = match FLOWS.get_ptr_mut(key) {
         Some(st) => st,
-        None => match create(&key, side, pkt, now) {
+        None => match create(
+            &key,
+            side,
+            pkt,
+            if now != 0 { now } else { time::coarse_ns(ctx) },
+        ) {
             Some(st) => st,
             None => return,
         },
@@ -103,6 +112,7 @@ fn create(key: &FlowKey, side: Side, pkt: &Packet, now: u64) -> Option<*mut Flow
             // SAFETY: the entry we just inserted.
             unsafe {
                 (*st).first_seen_ns = now;
+                (*st).last_seen_ns = now;
                 (*st).client = guess_client(pkt, side);
             }
             return Some(st);
@@ -130,25 +140,20 @@ fn handshake_ack_time(ctx: &TcContext, st: *const FlowState, coarse: u64) -> u64
 fn update(st: *mut FlowState, side: Side, pkt: &Packet, len: u32, now: u64) {
     // SAFETY: `st` points into a map value that stays valid for this program run.
     //
-    // The two directions write disjoint counters. Within a direction, TCP packets of one
-    // connection are serialised by the stack (the socket lock on transmit, one RX queue or
-    // RPS CPU on receive), so plain adds are exact and cost a fraction of atomic ones on this
-    // hottest path. UDP gives no such guarantee (several threads may send on one socket), so
-    // UDP counts use atomic adds.
+    // Atomic adds: even one direction of one TCP flow can reach the hook on two CPUs at once
+    // (a veth peer delivers on the sending CPU's backlog and the sender may have migrated
+    // between two sends; UDP sockets are written from several threads), and a lost increment
+    // would break the exact totals. Uncontended, an atomic add costs a few ns more.
     unsafe {
         let d = &raw mut (*st).dir[side as usize];
-        if pkt.proto == IPPROTO_TCP {
-            (*d).packets += 1;
-            (*d).bytes += len as u64;
-            (*d).payload_bytes += pkt.payload_len as u64;
-        } else {
-            atomic::add_u64(&raw mut (*d).packets, 1);
-            atomic::add_u64(&raw mut (*d).bytes, len as u64);
-            if pkt.payload_len != 0 {
-                atomic::add_u64(&raw mut (*d).payload_bytes, pkt.payload_len as u64);
-            }
+        atomic::add_u64(&raw mut (*d).packets, 1);
+        atomic::add_u64(&raw mut (*d).bytes, len as u64);
+        if pkt.payload_len != 0 {
+            atomic::add_u64(&raw mut (*d).payload_bytes, pkt.payload_len as u64);
         }
-        (*st).last_seen_ns = now;
+        if now != 0 {
+            (*st).last_seen_ns = now;
+        }
         let flags = (pkt.tcp_flags as u64) << (8 * side as u64);
         // Write only when a new flag shows up: most packets carry flags seen long ago.
         if flags & !(*st).tcp_flags != 0 {

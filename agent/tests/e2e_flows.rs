@@ -18,10 +18,46 @@ use common::{
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-/// What one TCP exchange moved: client→server and server→client payload bytes.
+/// What one exchange moved: client→server and server→client payload bytes on the wire.
 struct Moved {
     to_server: u64,
     to_client: u64,
+}
+
+fn tcp_info(s: &TcpStream) -> libc::tcp_info {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: getsockopt fills at most `len` bytes of the zeroed struct we own.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        );
+        assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+        info
+    }
+}
+
+/// Payload bytes the sender's TCP stack retransmitted on this socket (TCP_INFO), read once all
+/// it sent is acknowledged, so no tail-loss probe or timeout can add more: the wire carries
+/// what the socket wrote plus these, and that is what a packet counter must see.
+fn bytes_retrans(s: &TcpStream) -> u64 {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let info = tcp_info(s);
+        if info.tcpi_unacked == 0 {
+            return info.tcpi_bytes_retrans;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "data never fully acknowledged"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Server in `server_ns` reads until EOF, then answers `reply` bytes; client in `client_ns`
@@ -34,6 +70,7 @@ fn tcp_exchange(
     reply: usize,
 ) -> Moved {
     let listener = server_ns.run(move || TcpListener::bind(server).expect("bind"));
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     std::thread::scope(|s| {
         let srv = s.spawn(move || {
             let (mut conn, _) = listener.accept().expect("accept");
@@ -41,18 +78,22 @@ fn tcp_exchange(
             let mut got = Vec::new();
             conn.read_to_end(&mut got).expect("server read");
             conn.write_all(&vec![b's'; reply]).expect("server write");
-            got.len() as u64
+            conn.shutdown(Shutdown::Write).expect("server half-close");
+            done_rx.recv_timeout(TIMEOUT).expect("client done");
+            (got.len() as u64, bytes_retrans(&conn))
         });
-        let client_got = client_ns.run(move || {
+        let (client_got, client_retrans) = client_ns.run(move || {
             let mut c = TcpStream::connect_timeout(&server, TIMEOUT).expect("connect");
             c.set_read_timeout(Some(TIMEOUT)).expect("timeout");
             c.write_all(&vec![b'c'; request]).expect("client write");
             c.shutdown(Shutdown::Write).expect("half-close");
             let mut got = Vec::new();
             c.read_to_end(&mut got).expect("client read");
-            got.len() as u64
+            let retrans = bytes_retrans(&c);
+            done_tx.send(()).expect("signal");
+            (got.len() as u64, retrans)
         });
-        let server_got = srv.join().expect("server thread");
+        let (server_got, server_retrans) = srv.join().expect("server thread");
         assert_eq!(
             server_got, request as u64,
             "server received what the client wrote"
@@ -61,11 +102,14 @@ fn tcp_exchange(
             client_got, reply as u64,
             "client received what the server wrote"
         );
-    });
-    Moved {
-        to_server: request as u64,
-        to_client: reply as u64,
-    }
+        if client_retrans + server_retrans > 0 {
+            eprintln!("{server}: TCP retransmitted {client_retrans} B to the server, {server_retrans} B to the client");
+        }
+        Moved {
+            to_server: request as u64 + client_retrans,
+            to_client: reply as u64 + server_retrans,
+        }
+    })
 }
 
 /// `n` datagrams of `size` bytes, each echoed back with `reply` bytes.
