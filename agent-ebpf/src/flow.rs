@@ -27,41 +27,49 @@ static SERVICE_PORTS: HashMap<ServicePortKey, u8> = HashMap::with_max_entries(10
 pub fn account(ctx: &TcContext, ifindex: u32, pkt: &Packet, len: u32) {
     let (key, side) =
         FlowKey::normalise(ifindex, pkt.proto, &pkt.src, pkt.sport, &pkt.dst, pkt.dport);
-    // The precise clock only where a timing needs it: TCP payload and connection edges.
-    let precise = pkt.proto == IPPROTO_TCP
-        && (pkt.payload_len != 0
-            || pkt.tcp_flags & (tcp_flag::SYN | tcp_flag::FIN | tcp_flag::RST) != 0);
-    // A pure TCP ACK reads no clock at all: it does not refresh last-seen (the data it
-    // acknowledges does), which keeps the commonest packet cheapest. 0 means "no time".
-    let now = if precise {
-        time::precise_ns(ctx)
-    } else if pkt.proto == IPPROTO_TCP {
-        0
-    } else {
-        time::coarse_ns(ctx)
-    };
     let st = match FLOWS.get_ptr_mut(key) {
         Some(st) => st,
-        None => match create(
-            &key,
-            side,
-            pkt,
-            if now != 0 { now } else { time::coarse_ns(ctx) },
-        ) {
+        None => match create(&key, side, pkt, time::coarse_ns(ctx)) {
             Some(st) => st,
             None => return,
         },
     };
+    let now = clock(ctx, st, side, pkt);
     update(st, side, pkt, len, now);
     if pkt.proto == IPPROTO_TCP {
-        // A pure ACK that might complete a handshake needs the precise time too.
-        let now = if precise {
-            now
-        } else {
-            handshake_ack_time(ctx, st, now)
-        };
         tcp::on_segment(ctx, st, &key, side, pkt, now);
     }
+}
+
+/// The time for this packet, from the cheapest clock that serves what the packet is used for
+/// (0: none needed). The precise clock (~30 ns) only where a timing needs it: connection edges,
+/// the handshake's last ACK, request segments and the first segment of a response (time to
+/// first byte). Segments in the middle of a response take the coarse clock (a few ns, one tick
+/// of resolution): they only move the response's last-byte time, so durations carry at most
+/// one tick of error. A pure ACK needs no time at all: it does not refresh last-seen (the data
+/// it acknowledges does), which keeps the commonest packet cheapest.
+#[inline(always)]
+fn clock(ctx: &TcContext, st: *const FlowState, side: Side, pkt: &Packet) -> u64 {
+    if pkt.proto != IPPROTO_TCP {
+        return time::coarse_ns(ctx);
+    }
+    // SAFETY: live map value.
+    let (client, phase, hs) = unsafe { ((*st).client, (*st).exchange.phase, (*st).handshake) };
+    if pkt.tcp_flags & (tcp_flag::SYN | tcp_flag::FIN | tcp_flag::RST) != 0 {
+        return time::precise_ns(ctx);
+    }
+    if pkt.payload_len == 0 {
+        return if hs.synack_ns != 0 && hs.ack_ns == 0 {
+            time::precise_ns(ctx)
+        } else {
+            0
+        };
+    }
+    let from_server = client != agent_common::client::UNKNOWN && client != client_is(side);
+    if from_server && phase == agent_common::phase::RESPONSE {
+        return time::coarse_ns(ctx);
+    }
+    time::precise_ns(ctx)
 }
 
 /// A zeroed flow to insert from: the value lives in read-only data, not on the 512-byte stack.
@@ -123,17 +131,6 @@ fn create(key: &FlowKey, side: Side, pkt: &Packet, now: u64) -> Option<*mut Flow
         bump(KernelCounter::LossFlowInsert);
     }
     st
-}
-
-#[inline(always)]
-fn handshake_ack_time(ctx: &TcContext, st: *const FlowState, coarse: u64) -> u64 {
-    // SAFETY: live map value.
-    let hs = unsafe { (*st).handshake };
-    if hs.synack_ns != 0 && hs.ack_ns == 0 {
-        time::precise_ns(ctx)
-    } else {
-        coarse
-    }
 }
 
 #[inline(always)]

@@ -328,7 +328,10 @@ unsafe fn server_data(
             (*ex).resp_bytes += len;
             (*ex).resp_packets += 1;
             (*ex).resp_psh += psh;
-            (*ex).resp_last_ns = now;
+            // Mid-response segments carry coarse time, which may lag the precise first byte.
+            if now > (*ex).resp_last_ns {
+                (*ex).resp_last_ns = now;
+            }
         }
         // Only HTTP exchanges look for response heads: the check costs a load per segment.
         if (*ex).flags & exchange_flag::HTTP_REQUEST == 0 {

@@ -22,9 +22,17 @@ KIND is one of
 
 The log (--log) gets one JSON line per HTTP request, flushed per line.  The
 run ends at --duration or --max-requests, whichever comes first (requests in
-flight at the deadline get --drain-seconds), or on SIGTERM/SIGINT.  Exit
-status: 0, or 2 on bad arguments, or 1 if not a single request succeeded.
+flight at the deadline get --drain-seconds), or on SIGTERM/SIGINT (in-flight
+requests get 1 s, then are logged with error "interrupted: ...").  Exit status:
+0; 2 on bad arguments; 1 if not a single request succeeded (after SIGTERM/
+SIGINT only if some request failed for another reason than being cut short).
 A one-line JSON summary is printed on stderr at the end.
+
+Log fields: ts_start, ts_end, actor_id, kind, client_lib, key_index,
+source_ip, status, stream, max_tokens, prompt_chars, response_bytes (body
+bytes received), ttfb_s (first body byte), error; plus labels: endpoint,
+model, and per kind level/worker/head (harvester), session/turn/think_s/attempt
+(human), job/attempt (app), head (relay-user), worker (far-client).
 """
 
 from __future__ import annotations
@@ -99,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override the kind's HTTP client")
     k.add_argument("--model", default="siphon-lab-1", help="model name sent in requests")
     k.add_argument("--stream-prob", type=float, help="probability a request streams (per-kind default)")
-    k.add_argument("--min-tokens", type=int, help="harvesting kinds: smallest max_tokens (default 1024)")
+    k.add_argument("--min-tokens", type=int, help="harvesting kinds: smallest max_tokens (1024; relay-user 768, far-client 512)")
     k.add_argument("--max-tokens", type=int, help="harvesting kinds: largest max_tokens (default 2048)")
     k.add_argument("--trace-fraction", type=float,
                    help="probability a trace row becomes an arrival (human 0.003 sessions, app 0.05 requests)")

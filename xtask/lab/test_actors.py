@@ -615,6 +615,7 @@ class LiteLLMTest(unittest.TestCase):
         ca, crt, key = make_ca(tmp)
         tls = TLSTerminator(crt, key, srv.port)
         proc = None
+        err = None
         try:
             cfg = os.path.join(tmp, "litellm", "config.yaml")
             subprocess.run([sys.executable, os.path.join(LITELLM_DIR, "render_config.py"),
@@ -625,7 +626,7 @@ class LiteLLMTest(unittest.TestCase):
             env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
             env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
             exe = os.environ.get("LITELLM_BIN") or shutil.which("litellm")
-            err = open(os.path.join(tmp, "litellm.err"), "wb")
+            err = open(os.path.join(tmp, "litellm.err"), "wb")  # noqa: SIM115 (closed in finally)
             proc = subprocess.Popen([exe, "--config", cfg, "--host", "127.0.0.1", "--port", str(port)],
                                     stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env, cwd=tmp)
             base = f"http://127.0.0.1:{port}"
@@ -662,6 +663,8 @@ class LiteLLMTest(unittest.TestCase):
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(5)
+            if err is not None:
+                err.close()
             tls.close()
             srv.stop()
             shutil.rmtree(tmp, ignore_errors=True)
