@@ -2,6 +2,7 @@
 
 mod bench;
 mod cmd;
+mod lab;
 mod run;
 mod setup;
 mod test;
@@ -24,6 +25,9 @@ enum Task {
     Setup,
     /// Set-up, then fmt check, clippy (host and eBPF), unit tests and the privileged tests.
     Test(test::TestArgs),
+    /// Set-up, then the lab: an inference cluster in network namespaces with benign,
+    /// harvesting and relayed traffic, Siphon attached, a live view and a summary (as root).
+    Lab(lab::LabArgs),
     /// Set-up, build in release mode, and run `siphon run` with the given arguments (as root).
     Run {
         /// Arguments for `siphon run`, after `--` (e.g. `-- --iface eth0`).
@@ -40,6 +44,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Task::Setup => setup::setup(),
         Task::Test(args) => setup::setup().and_then(|()| test::test(&args)),
+        Task::Lab(args) => setup::setup().and_then(|()| lab::run(&args)),
         Task::Run { args } => setup::setup().and_then(|()| run::run(&args)),
         Task::Bench(args) => setup::setup().and_then(|()| bench::bench(&args)),
     };

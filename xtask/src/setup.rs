@@ -15,8 +15,16 @@ use crate::cmd::{output, run};
 /// - llvm-N-dev: bpf-linker links against it (N is added at run time);
 /// - iproute2: `ip netns`, veth pairs, `tc` for the privileged tests;
 /// - python3, curl: the lab's inference server and a real HTTP client;
-/// - ethtool: inspecting offloads in the end-to-end tests.
-const TEST_PACKAGES: &[&str] = &["iproute2", "python3", "curl", "ethtool"];
+/// - ethtool: inspecting offloads in the end-to-end tests;
+/// - haproxy, dante-server, openssl, python3-venv: the lab's TLS ingress, SOCKS relay, lab
+///   certificates, and LiteLLM's virtual environment.
+const TEST_PACKAGES: &[&str] = &["iproute2", "python3", "curl", "ethtool", "haproxy", "dante-server", "openssl", "python3-venv"];
+
+/// LiteLLM, the lab's real LLM router, pinned to a vetted release (1.82.7, 1.82.8 and 1.107.0
+/// were compromised). In its own virtual environment: it pulls ~100 packages that would
+/// otherwise replace the system's.
+const LITELLM: &str = "litellm[proxy]==1.108.7";
+const LITELLM_VERSION: &str = "1.108.7";
 
 pub fn setup() -> anyhow::Result<()> {
     if !is_debian_like() {
@@ -30,6 +38,7 @@ pub fn setup() -> anyhow::Result<()> {
     ensure_debian_packages(&packages)?;
     ensure_bpf_linker(llvm)?;
     ensure_python_packages()?;
+    ensure_litellm()?;
     eprintln!("xtask: set-up complete (nightly LLVM {llvm}, bpf-linker ready)");
     Ok(())
 }
@@ -141,6 +150,20 @@ fn ensure_python_packages() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn ensure_litellm() -> anyhow::Result<()> {
+    let venv = Path::new(crate::lab::LITELLM_VENV);
+    let pip = venv.join("bin/pip");
+    let installed = output(Command::new(&pip).args(["show", "litellm"]))
+        .is_some_and(|s| s.lines().any(|l| l.trim() == format!("Version: {LITELLM_VERSION}")));
+    if installed {
+        return Ok(());
+    }
+    if !pip.exists() {
+        run(Command::new("python3").arg("-m").arg("venv").arg(venv))?;
+    }
+    run(Command::new(&pip).args(["install", "--quiet", "--disable-pip-version-check", LITELLM]))
 }
 
 fn cargo_home() -> PathBuf {

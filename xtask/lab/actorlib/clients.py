@@ -266,7 +266,7 @@ class CurlSession:
         c = self.cfg
         lines = [
             f"url = {_curl_quote(c.base_url + call.path)}",
-            "silent", "show-error",
+            "silent", "show-error", "globoff",
             f"header = {_curl_quote('Content-Type: application/json')}",
             f"header = {_curl_quote('Authorization: Bearer ' + self.key)}",
             f"data-binary = {_curl_quote(json.dumps(call.body, separators=(',', ':')))}",

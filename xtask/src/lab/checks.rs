@@ -1,0 +1,270 @@
+//! `cargo xtask lab --check`: the lab's invariants, from ground truth Siphon never saw: the
+//! server's request log, the actors' own logs, and their specification.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    path::Path,
+};
+
+use serde_json::Value;
+
+use super::{view::read_jsonl, RunReport, RATE_LIMIT_RPM};
+
+/// Sum of a Prometheus metric's samples whose labels include all of `labels`.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| {
+            series
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('{'))
+        })
+        .filter(|(series, _)| {
+            labels
+                .iter()
+                .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|(_, v)| v.parse::<f64>().ok())
+        .sum()
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
+}
+
+pub fn run(out: &Path, report: &RunReport) -> anyhow::Result<Vec<String>> {
+    let mut fail = Vec::new();
+    let server = read_jsonl(&out.join("server-requests.jsonl"));
+    let keys_file = std::fs::read_to_string(out.join("server-keys.txt"))?;
+    let server_keys: Vec<&str> = keys_file.lines().collect();
+    // key → actor id (the server log has key_id = index in its keys file).
+    let mut key_actor: HashMap<String, &str> = HashMap::new();
+    for a in &report.actors {
+        for k in &a.keys {
+            key_actor.insert(k.clone(), a.id);
+        }
+        if a.via == "litellm" {
+            for k in &report.keys.relay_upstream {
+                key_actor.insert(k.clone(), a.id);
+            }
+        }
+    }
+    let actor_of = |entry: &Value| -> Option<&str> {
+        let idx = entry["key_id"].as_u64()? as usize;
+        key_actor.get(*server_keys.get(idx)?).copied()
+    };
+    let mut by_actor: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+    for e in &server {
+        if let Some(a) = actor_of(e) {
+            by_actor.entry(a).or_default().push(e);
+        }
+    }
+
+    // 1. Every actor completed requests (its own log).
+    for a in &report.actors {
+        let ok = read_jsonl(&a.log_path(out))
+            .iter()
+            .filter(|l| l["status"] == 200)
+            .count();
+        if ok == 0 {
+            fail.push(format!("actor {} completed no request", a.id));
+        }
+    }
+
+    // 2. Siphon's per-service request count at the server equals the server's log, exactly.
+    let siphon_requests = metric_sum(
+        &report.server_metrics,
+        "siphon_requests_total",
+        &[("service", "llm")],
+    ) as usize;
+    if siphon_requests != server.len() {
+        fail.push(format!(
+            "Siphon counted {siphon_requests} requests at the server, the server logged {}",
+            server.len()
+        ));
+    }
+    let logged_bytes: u64 = server
+        .iter()
+        .map(|e| e["response_bytes"].as_u64().unwrap_or(0))
+        .sum();
+    let siphon_bytes = metric_sum(
+        &report.server_metrics,
+        "siphon_response_size_bytes_sum",
+        &[("service", "llm")],
+    ) as u64;
+    if siphon_bytes != logged_bytes {
+        fail.push(format!("Siphon summed {siphon_bytes} response bytes at the server, the server logged {logged_bytes}"));
+    }
+
+    // 3. ClientHellos at the ingress, keyed requests at the server.
+    let hellos = metric_sum(
+        &report.ingress_metrics,
+        "siphon_tls_client_hellos_total",
+        &[("result", "fingerprinted")],
+    );
+    if hellos < 1.0 {
+        fail.push("Siphon saw no fingerprinted ClientHello at the ingress".into());
+    }
+    let exchanges = read_jsonl(&out.join("siphon-server-exchanges.jsonl"));
+    let keyed = exchanges
+        .iter()
+        .filter(|e| e["http"]["api_key_hash"].is_string())
+        .count();
+    if keyed == 0 {
+        fail.push("Siphon saw no request with an API key at the server".into());
+    }
+    let exchanges_text =
+        std::fs::read_to_string(out.join("siphon-server-exchanges.jsonl")).unwrap_or_default();
+    for k in report.keys.server_keys() {
+        if exchanges_text.contains(&k) || report.server_metrics.contains(&k) {
+            fail.push("a raw API key appears in Siphon's output".into());
+            break;
+        }
+    }
+
+    // 4. The actors are what they claim, from the server's log.
+    let xff = |e: &Value| {
+        e["x_forwarded_for"]
+            .as_str()
+            .unwrap_or("")
+            .split(',')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_owned()
+    };
+    let starts = |v: &[&Value]| -> BTreeMap<String, Vec<f64>> {
+        let mut m: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for e in v {
+            m.entry(e["key_id"].to_string())
+                .or_default()
+                .push(e["ts_start"].as_f64().unwrap_or(0.0));
+        }
+        for s in m.values_mut() {
+            s.sort_by(f64::total_cmp);
+        }
+        m
+    };
+    let gaps = |v: &[&Value]| -> Vec<f64> {
+        starts(v)
+            .values()
+            .flat_map(|s| s.windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>())
+            .collect()
+    };
+    let empty = Vec::new();
+    for a in &report.actors {
+        let entries = by_actor.get(a.id).unwrap_or(&empty);
+        let keys: HashSet<String> = entries.iter().map(|e| e["key_id"].to_string()).collect();
+        let ips: HashSet<String> = entries.iter().map(|e| xff(e)).collect();
+        let expect_ips = expected_ips(out, a.id);
+        if entries.is_empty() {
+            fail.push(format!("{}: no request reached the server", a.id));
+            continue;
+        }
+        if !ips.is_subset(&expect_ips) {
+            fail.push(format!(
+                "{}: server saw it from {ips:?}, expected within {expect_ips:?}",
+                a.id
+            ));
+        }
+        match (a.kind, a.level) {
+            ("harvester", Some("h1")) if (keys.len() != 1 || ips.len() != 1) => {
+                fail.push(format!(
+                    "h1: {} keys from {} IPs, expected one and one",
+                    keys.len(),
+                    ips.len()
+                ));
+            }
+            ("harvester", Some("h3")) => {
+                if keys.len() < 8 || ips.len() < 8 {
+                    fail.push(format!(
+                        "h3: {} keys from {} IPs, expected a hydra (>= 8 each)",
+                        keys.len(),
+                        ips.len()
+                    ));
+                }
+                if entries.iter().any(|e| e["status"] == 429) {
+                    fail.push(format!(
+                        "h3: a key went over the per-key limit ({RATE_LIMIT_RPM}/min)"
+                    ));
+                }
+            }
+            ("harvester", Some("h2")) => {
+                let g = gaps(entries);
+                if g.len() >= 4 {
+                    let mean = g.iter().sum::<f64>() / g.len() as f64;
+                    let sd =
+                        (g.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / g.len() as f64).sqrt();
+                    if sd / mean < 0.3 {
+                        fail.push(format!(
+                            "h2: inter-request gaps too regular for jitter (cv {:.2})",
+                            sd / mean
+                        ));
+                    }
+                }
+            }
+            ("human", _) => {
+                // Think time: a user's requests are seconds apart (after the 30x time scale).
+                if let Some(m) = median(gaps(entries)) {
+                    if m < 0.5 {
+                        fail.push(format!("human: median gap between a user's requests {m:.2} s, expected think times"));
+                    }
+                }
+            }
+            ("app", _) => {
+                let streams = entries.iter().filter(|e| e["stream"] == true).count();
+                if streams * 2 > entries.len() {
+                    fail.push(format!(
+                        "app: {streams} of {} requests streamed, expected mostly non-streaming",
+                        entries.len()
+                    ));
+                }
+            }
+            ("relay-user", _) if keys.len() < 2 => {
+                fail.push(format!(
+                    "r1: LiteLLM used {} upstream keys, expected several",
+                    keys.len()
+                ));
+            }
+            _ => {}
+        }
+        if a.label == "benign" && entries.iter().any(|e| e["status"] == 429) {
+            fail.push(format!("{}: a benign actor hit the rate limit", a.id));
+        }
+    }
+    // Humans think; harvesters do not: the humans' median gap is longer than H1's.
+    if let (Some(h), Some(h1)) = (
+        by_actor.get("human").and_then(|e| median(gaps(e))),
+        by_actor.get("h1").and_then(|e| median(gaps(e))),
+    ) {
+        if h <= h1 {
+            fail.push(format!(
+                "human median gap {h:.2} s is not above h1's {h1:.2} s"
+            ));
+        }
+    }
+    Ok(fail)
+}
+
+/// The addresses the server should see an actor from (X-Forwarded-For), per the ground truth.
+fn expected_ips(out: &Path, id: &str) -> HashSet<String> {
+    let text = std::fs::read_to_string(out.join("ground_truth.json")).unwrap_or_default();
+    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    v["actors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|x| x["id"] == id)
+        .and_then(|x| x["seen_at_server_as"].as_array())
+        .map(|arr| {
+            arr.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}

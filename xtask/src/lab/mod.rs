@@ -1,0 +1,587 @@
+//! `cargo xtask lab`: a small inference cluster in network namespaces with benign, harvesting
+//! and relayed traffic whose truth is known, Siphon attached where a DaemonSet would be (the
+//! server node and the ingress node), a live view, a summary, and a ground-truth file.
+//!
+//! ```text
+//!  humans apps h1 h2 h3(16 IPs) ─┐                       ┌─ server :8000 (OpenAI-compatible,
+//!  users ── relay1 (LiteLLM) ────┼── bridge ── ingress ──┤   keys, rate limit, request log)
+//!  far ──(netem 120ms)── relay2 (SOCKS5) ─┘   (haproxy: TLS, X-Forwarded-For)
+//! ```
+
+mod actors;
+mod checks;
+mod configs;
+mod delayline;
+mod procs;
+mod topology;
+mod view;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use clap::{Args, ValueEnum};
+
+use crate::{cmd, test::workspace_root};
+use procs::Procs;
+use topology::{Node, Topology, SUBNET};
+
+#[derive(Args, Clone, Debug)]
+pub struct LabArgs {
+    /// How long the traffic runs (the whole lab takes ~30 s more to start and stop).
+    #[arg(long, value_parser = humantime_secs, default_value = "150")]
+    pub duration: u64,
+    /// Which actors run.
+    #[arg(long, value_enum, default_value_t = Scenario::All)]
+    pub scenario: Scenario,
+    /// Where logs, ground truth and the summary go.
+    #[arg(long, default_value = "target/lab")]
+    pub out: PathBuf,
+    /// After the run, check the lab's invariants (CI): every actor completed requests, Siphon's
+    /// counts equal the server log's, actors behaved as specified. Non-zero exit on failure.
+    #[arg(long)]
+    pub check: bool,
+    /// Seconds between live-view refreshes (0: none).
+    #[arg(long, default_value_t = 10)]
+    pub view_every: u64,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// Every actor.
+    All,
+    /// Benign humans and apps only.
+    Benign,
+    /// Benign plus the harvesters H1-H3.
+    Harvest,
+    /// Benign plus the relays R1 (LiteLLM) and R2 (SOCKS).
+    Relay,
+}
+
+fn humantime_secs(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = if let Some(n) = t.strip_suffix('m') {
+        (n, 60)
+    } else {
+        (t.trim_end_matches('s'), 1)
+    };
+    let v: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected seconds, e.g. 90 or 90s or 2m"))?;
+    if v == 0 || v * mult > 3600 {
+        return Err("between 1 s and 1 h".into());
+    }
+    Ok(v * mult)
+}
+
+/// The lab's secret for API-key hashes: Siphon hashes with it, and the ground truth carries the
+/// same hashes so evaluations can join them.
+const KEY_HASH_SECRET: &str = "siphon-lab-key-hash-secret-v1";
+const SERVER_PORT: u16 = 8000;
+const INGRESS_PORT: u16 = 8443;
+const LITELLM_PORT: u16 = 4000;
+const SOCKS_PORT: u16 = 1080;
+const SIPHON_PORT: u16 = 9947;
+/// Per-key rate limit at the server: the hydra keeps every key under it.
+pub const RATE_LIMIT_RPM: u32 = 120;
+pub const LITELLM_VENV: &str = "/opt/siphon-lab/litellm-venv";
+
+fn nodes(prefix: &str) -> Vec<Node> {
+    let n = |role: &'static str, last: &[u32], delay_ms: u32, jitter_ms: u32| Node {
+        role,
+        ns: format!("{prefix}{role}"),
+        ips: last.iter().map(|l| format!("{SUBNET}.{l}")).collect(),
+        delay_ms,
+        jitter_ms,
+    };
+    let hydra: Vec<u32> = (20..36).collect();
+    vec![
+        n("server", &[2], 0, 0),
+        n("ingress", &[3], 0, 0),
+        n("relay1", &[4], 0, 0),
+        n("relay2", &[5], 0, 0),
+        // Client RTTs from ~5 ms to ~250 ms (the delay applies in each direction).
+        n("humans", &[10], 15, 5),
+        n("apps", &[11], 2, 1),
+        n("h1", &[12], 5, 1),
+        n("h2", &[13], 20, 5),
+        n("h3", &hydra, 30, 8),
+        n("users", &[14], 10, 3),
+        n("far", &[15], 120, 5),
+    ]
+}
+
+pub fn run(args: &LabArgs) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the lab creates network namespaces: run it as root");
+    }
+    let root = workspace_root();
+    let out = if args.out.is_absolute() {
+        args.out.clone()
+    } else {
+        root.join(&args.out)
+    };
+    if out.exists() {
+        std::fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
+    }
+    std::fs::create_dir_all(&out)?;
+    let siphon = build_siphon(&root)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = Arc::clone(&stop);
+        // A second Ctrl-C while stopping is ignored: teardown must finish.
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
+
+    let prefix = format!("sxl{}-", std::process::id() % 100_000);
+    let started = Instant::now();
+    let result = {
+        let mut lab = Lab {
+            topo: Topology::build(&prefix, nodes(&prefix))?,
+            procs: Procs::new(),
+            out: out.clone(),
+            root: root.clone(),
+            siphon,
+        };
+        let r = lab.run(args, &stop);
+        // Stop everything (actors first, then relays, ingress, Siphon, server), then the network.
+        lab.procs.stop_matching("actor-", Duration::from_secs(5));
+        lab.procs.stop_matching("", Duration::from_secs(8));
+        lab.topo.teardown();
+        r
+    };
+    let left = topology::namespaces_with_prefix(&prefix);
+    println!(
+        "lab: stopped after {:.0} s; outputs in {}",
+        started.elapsed().as_secs_f64(),
+        out.display()
+    );
+    let report = result?;
+    if !left.is_empty() {
+        bail!("namespaces left behind: {left:?}");
+    }
+    if args.check {
+        let failures = checks::run(&out, &report)?;
+        if !failures.is_empty() {
+            for f in &failures {
+                eprintln!("lab check FAILED: {f}");
+            }
+            bail!("{} lab check(s) failed", failures.len());
+        }
+        println!("lab: all checks passed (namespaces created and removed, nothing left behind)");
+    }
+    Ok(())
+}
+
+fn build_siphon(root: &Path) -> anyhow::Result<PathBuf> {
+    cmd::run(
+        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .current_dir(root)
+            .args(["build", "--release", "-p", "agent", "--bin", "siphon"]),
+    )?;
+    Ok(root.join("target/release/siphon"))
+}
+
+struct Lab {
+    topo: Topology,
+    procs: Procs,
+    out: PathBuf,
+    root: PathBuf,
+    siphon: PathBuf,
+}
+
+/// What the run produced, for the summary and the checks.
+pub struct RunReport {
+    pub actors: Vec<actors::Actor>,
+    pub server_metrics: String,
+    pub ingress_metrics: String,
+    pub keys: actors::Keys,
+}
+
+impl Lab {
+    fn lab_dir(&self) -> PathBuf {
+        self.root.join("xtask/lab")
+    }
+
+    fn run(&mut self, args: &LabArgs, stop: &AtomicBool) -> anyhow::Result<RunReport> {
+        let keys = actors::Keys::new();
+        configs::certificates(&self.out)?;
+        std::fs::write(
+            self.out.join("server-keys.txt"),
+            keys.server_keys().join("\n") + "\n",
+        )?;
+
+        // The inference server.
+        let mut server = self.topo.command("server", "python3");
+        server
+            .arg(self.lab_dir().join("inference_server.py"))
+            .args([
+                "--listen",
+                self.topo.node("server").ip(),
+                "--port",
+                &SERVER_PORT.to_string(),
+            ])
+            .arg("--keys-file")
+            .arg(self.out.join("server-keys.txt"))
+            .args([
+                "--rate-limit-rpm",
+                &RATE_LIMIT_RPM.to_string(),
+                "--tokens-per-second",
+                "250",
+                "--seed",
+                "11",
+            ])
+            .arg("--log")
+            .arg(self.out.join("server-requests.jsonl"))
+            .arg("--ready-file")
+            .arg(self.out.join("server-ready.json"));
+        self.procs
+            .spawn("server", server, &self.out.join("server.log"))?;
+        wait_for(
+            &self.out.join("server-ready.json"),
+            "inference server",
+            Duration::from_secs(20),
+            stop,
+        )?;
+
+        // Siphon on the server node and on the ingress node.
+        for (role, services) in [
+            ("server", vec![format!("llm=:{SERVER_PORT}")]),
+            (
+                "ingress",
+                vec![
+                    format!("ingress=:{INGRESS_PORT}"),
+                    format!("llm=:{SERVER_PORT}"),
+                ],
+            ),
+        ] {
+            let mut c = self
+                .topo
+                .command(role, self.siphon.to_str().context("siphon path")?);
+            c.args([
+                "run",
+                "--iface",
+                "eth0",
+                "--listen",
+                &format!("127.0.0.1:{SIPHON_PORT}"),
+            ])
+            .args(["--sweep-interval", "1s", "--exchange-idle-timeout", "3s"])
+            .arg("--exchange-log")
+            .arg(self.out.join(format!("siphon-{role}-exchanges.jsonl")))
+            .env("SIPHON_KEY_HASH_SECRET", KEY_HASH_SECRET);
+            if role == "server" {
+                // haproxy in front adds one X-Forwarded-For hop.
+                c.args(["--trusted-proxy-hops", "1"]);
+            }
+            for s in services {
+                c.args(["--service", &s]);
+            }
+            self.procs.spawn(
+                &format!("siphon-{role}"),
+                c,
+                &self.out.join(format!("siphon-{role}.log")),
+            )?;
+        }
+        for role in ["server", "ingress"] {
+            self.wait_http(
+                role,
+                &format!("http://127.0.0.1:{SIPHON_PORT}/readyz"),
+                Duration::from_secs(30),
+                stop,
+            )
+            .with_context(|| {
+                format!(
+                    "Siphon on {role} did not become ready; see {}",
+                    self.out.join(format!("siphon-{role}.log")).display()
+                )
+            })?;
+        }
+
+        // The ingress: haproxy terminating TLS.
+        let cfg = configs::haproxy(
+            &self.out,
+            self.topo.node("ingress").ip(),
+            INGRESS_PORT,
+            self.topo.node("server").ip(),
+            SERVER_PORT,
+        )?;
+        let mut haproxy = self.topo.command("ingress", "haproxy");
+        haproxy.arg("-db").arg("-f").arg(&cfg);
+        self.procs
+            .spawn("ingress-haproxy", haproxy, &self.out.join("haproxy.log"))?;
+        self.wait_tcp(
+            "ingress",
+            self.topo.node("ingress").ip(),
+            INGRESS_PORT,
+            stop,
+        )?;
+
+        let relay = matches!(args.scenario, Scenario::All | Scenario::Relay);
+        if relay {
+            let cfg = configs::dante(&self.out, self.topo.node("relay2").ip(), SOCKS_PORT)?;
+            let mut danted = self.topo.command("relay2", "danted");
+            danted.arg("-f").arg(&cfg);
+            self.procs
+                .spawn("relay2-danted", danted, &self.out.join("danted.log"))?;
+            self.start_litellm(&keys)?;
+            self.wait_tcp("relay2", self.topo.node("relay2").ip(), SOCKS_PORT, stop)?;
+            self.wait_http(
+                "relay1",
+                &format!(
+                    "http://{}:{LITELLM_PORT}/health/liveliness",
+                    self.topo.node("relay1").ip()
+                ),
+                Duration::from_secs(120),
+                stop,
+            )
+            .with_context(|| {
+                format!(
+                    "LiteLLM did not start; see {}",
+                    self.out.join("litellm.log").display()
+                )
+            })?;
+        }
+
+        let actors = actors::plan(args.scenario, &keys, &self.topo, args.duration);
+        truth_file(&self.out, &actors, &keys, &self.topo)?;
+        println!(
+            "lab: network {SUBNET}.0/24 in namespaces {}*",
+            self.topo.prefix
+        );
+        println!("lab: started inference server ({}:{SERVER_PORT}), haproxy ingress (https://ingress.lab:{INGRESS_PORT}), Siphon on server and ingress{}", self.topo.node("server").ip(), if relay { ", LiteLLM (relay1), SOCKS5 (relay2)" } else { "" });
+        for role in ["server", "ingress"] {
+            println!("lab: Siphon metrics ({role} node): ip netns exec {} curl -s http://127.0.0.1:{SIPHON_PORT}/metrics", self.topo.node(role).ns);
+        }
+        for a in &actors {
+            let cmd = a.command(&self.topo, &self.lab_dir(), &self.out);
+            self.procs.spawn(
+                &format!("actor-{}", a.id),
+                cmd,
+                &self.out.join(format!("actor-{}.log", a.id)),
+            )?;
+            println!(
+                "lab: actor {:<6} {:<11} label={:<9} from {} ({} key(s))",
+                a.id,
+                a.kind_label(),
+                a.label,
+                self.topo.node(a.node).ns,
+                a.keys.len()
+            );
+        }
+
+        let began = Instant::now();
+        let mut last_view = Instant::now();
+        while began.elapsed() < Duration::from_secs(args.duration) && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(250));
+            for name in [
+                "server",
+                "siphon-server",
+                "siphon-ingress",
+                "ingress-haproxy",
+            ] {
+                if let Some(status) = self.procs.exited(name) {
+                    bail!(
+                        "{name} exited early ({status}); see its log in {}",
+                        self.out.display()
+                    );
+                }
+            }
+            if args.view_every > 0 && last_view.elapsed() >= Duration::from_secs(args.view_every) {
+                last_view = Instant::now();
+                view::live(&self.out, &actors, began.elapsed(), args.duration);
+            }
+        }
+        if stop.load(Ordering::SeqCst) {
+            println!("lab: interrupted; stopping");
+        }
+        let stopped = self.procs.stop_matching("actor-", Duration::from_secs(8));
+        for (name, code) in &stopped {
+            if *code != Some(0) {
+                println!("lab: {name} exited with {code:?}");
+            }
+        }
+        // Let the sweepers report exchanges that were open when the actors stopped (idle
+        // keep-alive, connections haproxy closes later): wait until Siphon's count at the server
+        // stops moving and meets the server's log, 30 s at most.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = f64::NAN;
+        loop {
+            std::thread::sleep(Duration::from_secs(2));
+            let logged = view::read_jsonl(&self.out.join("server-requests.jsonl")).len() as f64;
+            let seen = checks::metric_sum(&self.metrics("server")?, "siphon_requests_total", &[("service", "llm")]);
+            if (seen == logged && seen == last) || Instant::now() > deadline {
+                break;
+            }
+            last = seen;
+        }
+        let server_metrics = self.metrics("server")?;
+        let ingress_metrics = self.metrics("ingress")?;
+        std::fs::write(self.out.join("siphon-server-metrics.txt"), &server_metrics)?;
+        std::fs::write(
+            self.out.join("siphon-ingress-metrics.txt"),
+            &ingress_metrics,
+        )?;
+        let report = RunReport {
+            actors,
+            server_metrics,
+            ingress_metrics,
+            keys,
+        };
+        view::summary(&self.out, &report)?;
+        Ok(report)
+    }
+
+    fn start_litellm(&mut self, keys: &actors::Keys) -> anyhow::Result<()> {
+        let dir = self.out.join("litellm");
+        std::fs::create_dir_all(&dir)?;
+        cmd::run(
+            Command::new("python3")
+                .arg(self.lab_dir().join("litellm/render_config.py"))
+                .args([
+                    "--ingress-base",
+                    &format!("https://ingress.lab:{INGRESS_PORT}/v1"),
+                ])
+                .args(["--upstream-keys", &keys.relay_upstream.join(",")])
+                .arg("--ca-file")
+                .arg(self.out.join("ca.pem"))
+                .arg("--out")
+                .arg(dir.join("config.yaml")),
+        )?;
+        let mut c = self
+            .topo
+            .command("relay1", &format!("{LITELLM_VENV}/bin/litellm"));
+        c.arg("--config")
+            .arg(dir.join("config.yaml"))
+            .args([
+                "--host",
+                self.topo.node("relay1").ip(),
+                "--port",
+                &LITELLM_PORT.to_string(),
+            ])
+            .current_dir(&dir)
+            .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            .env("SSL_CERT_FILE", self.out.join("ca.pem"))
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("ALL_PROXY");
+        self.procs
+            .spawn("relay1-litellm", c, &self.out.join("litellm.log"))?;
+        Ok(())
+    }
+
+    /// curl inside `role`'s namespace until it answers 2xx.
+    fn wait_http(
+        &self,
+        role: &str,
+        url: &str,
+        timeout: Duration,
+        stop: &AtomicBool,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ok = self
+                .topo
+                .command(role, "curl")
+                .args(["-sf", "-o", "/dev/null", "--max-time", "2", url])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return Ok(());
+            }
+            if Instant::now() > deadline || stop.load(Ordering::SeqCst) {
+                bail!("{url} did not answer within {} s", timeout.as_secs());
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    fn wait_tcp(&self, role: &str, ip: &str, port: u16, stop: &AtomicBool) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ok = self
+                .topo
+                .command(role, "bash")
+                .args(["-c", &format!("exec 3<>/dev/tcp/{ip}/{port}")])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return Ok(());
+            }
+            if Instant::now() > deadline || stop.load(Ordering::SeqCst) {
+                bail!("{ip}:{port} in {role} is not accepting connections");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn metrics(&self, role: &str) -> anyhow::Result<String> {
+        let out = self
+            .topo
+            .command(role, "curl")
+            .args([
+                "-sf",
+                "--max-time",
+                "5",
+                &format!("http://127.0.0.1:{SIPHON_PORT}/metrics"),
+            ])
+            .output()?;
+        if !out.status.success() {
+            bail!("scraping Siphon on {role} failed");
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+fn wait_for(path: &Path, what: &str, timeout: Duration, stop: &AtomicBool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !path.exists() {
+        if Instant::now() > deadline || stop.load(Ordering::SeqCst) {
+            bail!("{what} not ready within {} s", timeout.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// The ground truth: actor → label, its addresses, its keys (as the keyed hashes Siphon
+/// exports, never the keys), and the relays' own identities.
+fn truth_file(
+    out: &Path,
+    actors: &[actors::Actor],
+    keys: &actors::Keys,
+    topo: &Topology,
+) -> anyhow::Result<()> {
+    let hash = |k: &String| actors::key_hash(KEY_HASH_SECRET, k);
+    let truth = serde_json::json!({
+        "key_hash": "HMAC-SHA256 of the key with the lab secret, first 16 bytes, hex (Siphon's api_key_hash)",
+        "actors": actors.iter().map(|a| serde_json::json!({
+            "id": a.id,
+            "kind": a.kind,
+            "level": a.level,
+            "label": a.label,
+            "namespace": topo.node(a.node).ns,
+            "source_ips": topo.node(a.node).ips,
+            "via": a.via,
+            "key_hashes": a.keys.iter().map(hash).collect::<Vec<_>>(),
+            "upstream_key_hashes": if a.via == "litellm" { keys.relay_upstream.iter().map(hash).collect::<Vec<_>>() } else { vec![] },
+            "seen_at_server_as": a.seen_from(topo),
+        })).collect::<Vec<_>>(),
+        "nodes": topo.nodes.iter().map(|n| serde_json::json!({"role": n.role, "namespace": n.ns, "ips": n.ips, "delay_ms": n.delay_ms})).collect::<Vec<_>>(),
+    });
+    std::fs::write(
+        out.join("ground_truth.json"),
+        serde_json::to_string_pretty(&truth)?,
+    )?;
+    Ok(())
+}
