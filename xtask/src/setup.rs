@@ -18,7 +18,16 @@ use crate::cmd::{output, run};
 /// - ethtool: inspecting offloads in the end-to-end tests;
 /// - haproxy, dante-server, openssl, python3-venv: the lab's TLS ingress, SOCKS relay, lab
 ///   certificates, and LiteLLM's virtual environment.
-const TEST_PACKAGES: &[&str] = &["iproute2", "python3", "curl", "ethtool", "haproxy", "dante-server", "openssl", "python3-venv"];
+const TEST_PACKAGES: &[&str] = &[
+    "iproute2",
+    "python3",
+    "curl",
+    "ethtool",
+    "haproxy",
+    "dante-server",
+    "openssl",
+    "python3-venv",
+];
 
 /// LiteLLM, the lab's real LLM router, pinned to a vetted release (1.82.7, 1.82.8 and 1.107.0
 /// were compromised). In its own virtual environment: it pulls ~100 packages that would
@@ -128,8 +137,10 @@ fn ensure_debian_packages(packages: &[String]) -> anyhow::Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
-/// Python packages the end-to-end tests drive real clients with: the official `openai` SDK.
-const PYTHON_PACKAGES: &[(&str, &str)] = &[("openai", "openai>=1,<4")];
+/// Python packages the end-to-end tests and the lab's actors drive real clients with: the
+/// official `openai` SDK and `requests` (a second HTTP stack, with its own fingerprints).
+const PYTHON_PACKAGES: &[(&str, &str)] =
+    &[("openai", "openai>=1,<4"), ("requests", "requests>=2,<3")];
 
 fn ensure_python_packages() -> anyhow::Result<()> {
     for (module, requirement) in PYTHON_PACKAGES {
@@ -155,8 +166,10 @@ fn ensure_python_packages() -> anyhow::Result<()> {
 fn ensure_litellm() -> anyhow::Result<()> {
     let venv = Path::new(crate::lab::LITELLM_VENV);
     let pip = venv.join("bin/pip");
-    let installed = output(Command::new(&pip).args(["show", "litellm"]))
-        .is_some_and(|s| s.lines().any(|l| l.trim() == format!("Version: {LITELLM_VERSION}")));
+    let installed = output(Command::new(&pip).args(["show", "litellm"])).is_some_and(|s| {
+        s.lines()
+            .any(|l| l.trim() == format!("Version: {LITELLM_VERSION}"))
+    });
     if installed {
         return Ok(());
     }

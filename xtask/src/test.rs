@@ -47,7 +47,13 @@ pub fn test(args: &TestArgs) -> anyhow::Result<()> {
         .args(["--", "-D", "warnings"]))?;
     run(Command::new("python3")
         .current_dir(root.join("xtask/lab"))
-        .args(["-m", "unittest", "-q", "test_inference_server"]))?;
+        .args([
+            "-m",
+            "unittest",
+            "-q",
+            "test_inference_server",
+            "test_actors",
+        ]))?;
 
     let mut t = cargo();
     t.args(["test", "--workspace", "--exclude", "agent-ebpf", "--"]);
@@ -61,5 +67,16 @@ pub fn test(args: &TestArgs) -> anyhow::Result<()> {
         t.arg("--include-ignored");
     }
     t.args(&args.cargo_test_args);
-    run(&mut t)
+    run(&mut t)?;
+    if args.unprivileged {
+        return Ok(());
+    }
+    // The lab, short: every actor, Siphon on two nodes, checked against the ground truth.
+    crate::lab::run(&crate::lab::LabArgs {
+        duration: 45,
+        scenario: crate::lab::Scenario::All,
+        out: "target/lab-ci".into(),
+        check: true,
+        view_every: 0,
+    })
 }

@@ -54,7 +54,11 @@ fn packet_socket(ifname: &str) -> anyhow::Result<(OwnedFd, i32)> {
         sll.sll_family = libc::AF_PACKET as u16;
         sll.sll_protocol = proto as u16;
         sll.sll_ifindex = ifindex;
-        libc::bind(fd.as_raw_fd(), (&raw const sll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32)
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const sll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
     };
     if rc != 0 {
         bail!("binding to {ifname}: {}", std::io::Error::last_os_error());
@@ -63,7 +67,8 @@ fn packet_socket(ifname: &str) -> anyhow::Result<(OwnedFd, i32)> {
 }
 
 fn enter_netns(ns: &str) -> anyhow::Result<()> {
-    let f = File::open(format!("/run/netns/{ns}")).with_context(|| format!("opening netns {ns}"))?;
+    let f =
+        File::open(format!("/run/netns/{ns}")).with_context(|| format!("opening netns {ns}"))?;
     // SAFETY: setns on this thread only.
     if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
         bail!("setns {ns}: {}", std::io::Error::last_os_error());
@@ -90,7 +95,15 @@ impl Jitter {
 }
 
 /// One direction: frames read on `from` leave on `to` after `delay` ± `jitter`.
-fn pump(ns: String, from: String, to: String, delay: Duration, jitter: Duration, seed: u64, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+fn pump(
+    ns: String,
+    from: String,
+    to: String,
+    delay: Duration,
+    jitter: Duration,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
     enter_netns(&ns)?;
     let (rx, _) = packet_socket(&from)?;
     let (tx, _) = packet_socket(&to)?;
@@ -106,8 +119,16 @@ fn pump(ns: String, from: String, to: String, delay: Duration, jitter: Duration,
                 unsafe { libc::send(tx.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
             }
         }
-        let wait_ms = queue.front().map(|(t, _)| t.saturating_duration_since(now).as_millis() as i32).unwrap_or(50).clamp(0, 50);
-        let mut pfd = libc::pollfd { fd: rx.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let wait_ms = queue
+            .front()
+            .map(|(t, _)| t.saturating_duration_since(now).as_millis() as i32)
+            .unwrap_or(50)
+            .clamp(0, 50);
+        let mut pfd = libc::pollfd {
+            fd: rx.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd.
         if unsafe { libc::poll(&mut pfd, 1, wait_ms) } <= 0 {
             continue;
@@ -117,14 +138,21 @@ fn pump(ns: String, from: String, to: String, delay: Duration, jitter: Duration,
             let (n, pkttype) = unsafe {
                 let mut sll: libc::sockaddr_ll = std::mem::zeroed();
                 let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-                let n = libc::recvfrom(rx.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT, (&raw mut sll).cast(), &mut len);
+                let n = libc::recvfrom(
+                    rx.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                    (&raw mut sll).cast(),
+                    &mut len,
+                );
                 (n, sll.sll_pkttype)
             };
             if n <= 0 {
                 break;
             }
             // Our own sends on this interface come back as outgoing: skip them.
-            if pkttype == libc::PACKET_OUTGOING as u8 || queue.len() >= MAX_QUEUED {
+            if pkttype == libc::PACKET_OUTGOING || queue.len() >= MAX_QUEUED {
                 continue;
             }
             let extra = jitter.as_secs_f64() * rng.normal();
@@ -139,11 +167,23 @@ fn pump(ns: String, from: String, to: String, delay: Duration, jitter: Duration,
 
 impl DelayLine {
     /// Starts both directions between `a` and `b` in namespace `ns`, each delayed by `delay`.
-    pub fn start(ns: &str, a: &str, b: &str, delay: Duration, jitter: Duration, seed: u64) -> DelayLine {
+    pub fn start(
+        ns: &str,
+        a: &str,
+        b: &str,
+        delay: Duration,
+        jitter: Duration,
+        seed: u64,
+    ) -> DelayLine {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         for (i, (from, to)) in [(a, b), (b, a)].into_iter().enumerate() {
-            let (ns, from, to, stop2) = (ns.to_owned(), from.to_owned(), to.to_owned(), Arc::clone(&stop));
+            let (ns, from, to, stop2) = (
+                ns.to_owned(),
+                from.to_owned(),
+                to.to_owned(),
+                Arc::clone(&stop),
+            );
             let seed = seed.wrapping_mul(31).wrapping_add(i as u64);
             threads.push(std::thread::spawn(move || {
                 if let Err(e) = pump(ns, from.clone(), to, delay, jitter, seed, stop2) {

@@ -417,7 +417,11 @@ impl Lab {
         loop {
             std::thread::sleep(Duration::from_secs(2));
             let logged = view::read_jsonl(&self.out.join("server-requests.jsonl")).len() as f64;
-            let seen = checks::metric_sum(&self.metrics("server")?, "siphon_requests_total", &[("service", "llm")]);
+            let seen = checks::metric_sum(
+                &self.metrics("server")?,
+                "siphon_requests_total",
+                &[("service", "llm")],
+            );
             if (seen == logged && seen == last) || Instant::now() > deadline {
                 break;
             }

@@ -111,21 +111,43 @@ impl Topology {
             t.created.push(node.ns.clone());
             let port = format!("p{i}");
             if node.delay_ms == 0 {
-                ip(&["-n", &net, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &node.ns])?;
+                ip(&[
+                    "-n", &net, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
+                    "netns", &node.ns,
+                ])?;
             } else {
                 // eth0 ═ dA{i} ─[delay line]─ dB{i} ═ p{i} ── br0 (see delayline.rs).
                 let (da, db) = (format!("dA{i}"), format!("dB{i}"));
-                ip(&["-n", &net, "link", "add", &da, "type", "veth", "peer", "name", "eth0", "netns", &node.ns])?;
-                ip(&["-n", &net, "link", "add", &db, "type", "veth", "peer", "name", &port])?;
+                ip(&[
+                    "-n", &net, "link", "add", &da, "type", "veth", "peer", "name", "eth0",
+                    "netns", &node.ns,
+                ])?;
+                ip(&[
+                    "-n", &net, "link", "add", &db, "type", "veth", "peer", "name", &port,
+                ])?;
                 for dev in [&da, &db] {
-                    let _ = in_ns(&net, "sysctl", &["-qw", &format!("net.ipv6.conf.{dev}.disable_ipv6=1")]);
+                    let _ = in_ns(
+                        &net,
+                        "sysctl",
+                        &["-qw", &format!("net.ipv6.conf.{dev}.disable_ipv6=1")],
+                    );
                     ip(&["-n", &net, "link", "set", dev, "promisc", "on", "up"])?;
                 }
                 // Frames must fit the MTU to pass through a packet socket.
                 for dev in [&da, &db, &port] {
-                    in_ns(&net, "ethtool", &["-K", dev, "tx", "off", "tso", "off", "gso", "off", "gro", "off"])?;
+                    in_ns(
+                        &net,
+                        "ethtool",
+                        &[
+                            "-K", dev, "tx", "off", "tso", "off", "gso", "off", "gro", "off",
+                        ],
+                    )?;
                 }
-                in_ns(&node.ns, "ethtool", &["-K", "eth0", "tso", "off", "gso", "off", "gro", "off"])?;
+                in_ns(
+                    &node.ns,
+                    "ethtool",
+                    &["-K", "eth0", "tso", "off", "gso", "off", "gro", "off"],
+                )?;
                 t.delay_lines.push(super::delayline::DelayLine::start(
                     &net,
                     &da,
@@ -138,7 +160,15 @@ impl Topology {
             ip(&["-n", &net, "link", "set", &port, "master", "br0", "up"])?;
             ip(&["-n", &node.ns, "link", "set", "lo", "up"])?;
             for addr in &node.ips {
-                ip(&["-n", &node.ns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+                ip(&[
+                    "-n",
+                    &node.ns,
+                    "addr",
+                    "add",
+                    &format!("{addr}/24"),
+                    "dev",
+                    "eth0",
+                ])?;
             }
             ip(&["-n", &node.ns, "link", "set", "eth0", "up"])?;
             // Checksums computed in software: a frame with a checksum left to "hardware" reaches
