@@ -154,8 +154,9 @@ impl Actor {
     }
 }
 
-/// The actors of a scenario. Trace-driven actors run 30x faster than the trace so a few minutes
-/// show their shape.
+/// The actors of a scenario. Trace-driven actors run faster than the trace so a few minutes show
+/// their shape: the apps' arrivals 30x, the humans' think times only 10x (compressing them more
+/// would give one person a harvester's request rate).
 pub fn plan(scenario: Scenario, keys: &Keys, _topo: &Topology, duration: u64) -> Vec<Actor> {
     let a = |id, kind, level, label, node, via, keys: &Vec<String>, extra: &[&str]| Actor {
         id,
@@ -177,7 +178,7 @@ pub fn plan(scenario: Scenario, keys: &Keys, _topo: &Topology, duration: u64) ->
             "humans",
             "ingress",
             &keys.humans,
-            &["--time-scale", "30"],
+            &["--time-scale", "10"],
         ),
         a(
             "app",

@@ -237,6 +237,25 @@ pub fn run(out: &Path, report: &RunReport) -> anyhow::Result<Vec<String>> {
             fail.push(format!("{}: a benign actor hit the rate limit", a.id));
         }
     }
+    // Request rate per key: a harvester key pulls far faster than a human's.
+    let per_key_rate = |entries: &[&Value]| -> Option<f64> {
+        let rates: Vec<f64> = starts(entries)
+            .values()
+            .filter(|s| s.len() >= 2)
+            .map(|s| (s.len() - 1) as f64 / (s[s.len() - 1] - s[0]).max(1.0) * 60.0)
+            .collect();
+        median(rates)
+    };
+    if let (Some(h), Some(h1)) = (
+        by_actor.get("human").and_then(|e| per_key_rate(e)),
+        by_actor.get("h1").and_then(|e| per_key_rate(e)),
+    ) {
+        if h1 < 2.0 * h {
+            fail.push(format!(
+                "h1 pulls {h1:.1} requests/min per key, not clearly above a human's {h:.1}"
+            ));
+        }
+    }
     // Humans think; harvesters do not: the humans' median gap is longer than H1's.
     if let (Some(h), Some(h1)) = (
         by_actor.get("human").and_then(|e| median(gaps(e))),
