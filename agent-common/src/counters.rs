@@ -105,10 +105,12 @@ pub enum KernelCounter {
     EventHeadTruncated,
     /// A ClientHello was larger than what is gathered, or a segment of it did not fit a record.
     EventHelloTruncated,
+    /// TCP payload bytes seen again (retransmissions): on the wire, not new data.
+    TcpRetransmittedBytes,
 }
 
 impl KernelCounter {
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 16;
 
     pub const ALL: [KernelCounter; Self::COUNT as usize] = [
         KernelCounter::SkipNotIp,
@@ -126,6 +128,7 @@ impl KernelCounter {
         KernelCounter::LossPayloadLoad,
         KernelCounter::EventHeadTruncated,
         KernelCounter::EventHelloTruncated,
+        KernelCounter::TcpRetransmittedBytes,
     ];
 
     /// What the counter means for export: its kind and a bounded reason label.
@@ -147,6 +150,7 @@ impl KernelCounter {
             KernelCounter::LossPayloadLoad => (Loss, "payload_load"),
             KernelCounter::EventHeadTruncated => (Truncation, "head"),
             KernelCounter::EventHelloTruncated => (Truncation, "client_hello"),
+            KernelCounter::TcpRetransmittedBytes => (Event, "tcp_retransmitted_bytes"),
         }
     }
 }

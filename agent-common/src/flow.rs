@@ -128,12 +128,17 @@ pub struct FlowState {
     /// ClientHellos seen on this flow (a HelloRetryRequest or a TLS tunnel after a proxy
     /// handshake brings more than one); capture stops at a small bound.
     pub hellos: u8,
-    pub _pad: [u8; 2],
+    /// Bit per [`Side`]: `seq_end` holds a sequence number for that direction.
+    pub seq_known: u8,
+    pub _pad: u8,
     /// ClientHello bytes still to gather, and gathered so far (TCP payload, across segments).
     pub hello_want: u16,
     pub hello_got: u16,
     pub exchange: crate::Exchange,
     pub handshake: crate::Handshake,
+    /// Per [`Side`]: the TCP sequence number after the furthest payload byte seen. Payload at
+    /// or before it is a retransmission: wire bytes, but not new data of an exchange.
+    pub seq_end: [u32; 2],
 }
 
 impl FlowState {

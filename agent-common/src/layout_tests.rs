@@ -47,13 +47,15 @@ fn flow_state_has_no_padding() {
         tcp_flags: u64,
         client: u8,
         hellos: u8,
-        _pad: [u8; 2],
+        seq_known: u8,
+        _pad: u8,
         hello_want: u16,
         hello_got: u16,
         exchange: Exchange,
         handshake: Handshake,
+        seq_end: [u32; 2],
     });
-    assert_eq!(size_of::<FlowState>(), 176);
+    assert_eq!(size_of::<FlowState>(), 184);
     assert_eq!(align_of::<FlowState>(), 8);
 }
 

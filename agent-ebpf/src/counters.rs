@@ -30,6 +30,15 @@ pub fn bump(counter: KernelCounter) {
     }
 }
 
+/// Adds `n` to an event counter (bytes rather than occurrences).
+#[inline(always)]
+pub fn bump_by(counter: KernelCounter, n: u64) {
+    if let Some(v) = KERNEL_COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, as in `bump`.
+        unsafe { *v += n };
+    }
+}
+
 #[inline(always)]
 pub fn count_iface(ifindex: u32, direction: Direction, len: u32) {
     if let Some(slot) = IFACE_FAST.get_ptr_mut(IfaceSlot::index(ifindex, direction as u32)) {

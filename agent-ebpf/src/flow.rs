@@ -84,7 +84,8 @@ static ZERO_FLOW: FlowState = FlowState {
     tcp_flags: 0,
     client: 0,
     hellos: 0,
-    _pad: [0; 2],
+    seq_known: 0,
+    _pad: 0,
     hello_want: 0,
     hello_got: 0,
     exchange: agent_common::Exchange {
@@ -107,6 +108,7 @@ static ZERO_FLOW: FlowState = FlowState {
         synack_ns: 0,
         ack_ns: 0,
     },
+    seq_end: [0; 2],
 };
 
 /// Inserts a zeroed flow and returns it; another CPU may have inserted it first, which is fine.

@@ -43,6 +43,8 @@ pub struct Packet {
     pub ttl: u8,
     /// TCP window (unscaled), 0 for UDP.
     pub window: u16,
+    /// TCP sequence number, 0 for UDP.
+    pub seq: u32,
 }
 
 /// Why a packet was not attributed to a flow. `OtherProto` still carries its IP protocol so it
@@ -222,14 +224,15 @@ fn parse_l4(
     ttl: u8,
 ) -> Result<Packet, Skip> {
     const TRUNC: Skip = Skip::Counter(KernelCounter::SkipTruncatedL4);
-    let (sport, dport, l4_hlen, tcp_flags, window) = match proto {
+    let (sport, dport, l4_hlen, tcp_flags, window, seq) = match proto {
         IPPROTO_TCP => {
             let t = ptr_at::<[u8; 16]>(ctx, l4).ok_or(TRUNC)? as *const u8;
             // SAFETY: 16 bytes at `t` were checked against data_end.
-            let (sport, dport, doff, flags, window) = unsafe {
+            let (sport, dport, seq, doff, flags, window) = unsafe {
                 (
                     u16::from_be(word::<u16>(t, 0)),
                     u16::from_be(word::<u16>(t, 2)),
+                    u32::from_be(word::<u32>(t, 4)),
                     ((word::<u8>(t, 12) >> 4) as u32) * 4,
                     word::<u8>(t, 13),
                     u16::from_be(word::<u16>(t, 14)),
@@ -238,7 +241,7 @@ fn parse_l4(
             if doff < 20 {
                 return Err(TRUNC);
             }
-            (sport, dport, doff, flags, window)
+            (sport, dport, doff, flags, window, seq)
         }
         IPPROTO_UDP => {
             let u = ptr_at::<[u8; 4]>(ctx, l4).ok_or(TRUNC)? as *const u8;
@@ -249,7 +252,7 @@ fn parse_l4(
                     u16::from_be(word::<u16>(u, 2)),
                 )
             };
-            (sport, dport, 8, 0, 0)
+            (sport, dport, 8, 0, 0, 0)
         }
         other => return Err(Skip::OtherProto(other)),
     };
@@ -282,5 +285,6 @@ fn parse_l4(
         },
         ttl,
         window,
+        seq,
     })
 }

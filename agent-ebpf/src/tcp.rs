@@ -15,7 +15,7 @@ use agent_common::{
 use aya_ebpf::programs::TcContext;
 
 use crate::{
-    counters::bump,
+    counters::{bump, bump_by},
     events::{self, Capture},
     parse::Packet,
 };
@@ -45,10 +45,15 @@ pub fn on_segment(
         }
         let from_client = is_client(st, side);
         if pkt.payload_len != 0 {
-            if from_client {
-                client_data(ctx, st, key, side, pkt, now);
+            // Only new data takes part in exchanges: a retransmitted request segment must not
+            // start a turn, nor a retransmitted response add to its size.
+            let fresh = new_payload(st, side, pkt);
+            if fresh == 0 {
+                // Pure retransmission: counted on the flow (wire bytes), nothing more.
+            } else if from_client {
+                client_data(ctx, st, key, side, pkt, now, fresh);
             } else {
-                server_data(ctx, st, key, side, pkt, now);
+                server_data(ctx, st, key, side, pkt, now, fresh);
             }
         } else if from_client
             && flags & tcp_flag::ACK != 0
@@ -60,6 +65,40 @@ pub fn on_segment(
         if flags & (tcp_flag::FIN | tcp_flag::RST) != 0 {
             on_close(st, key, from_client, flags);
         }
+    }
+}
+
+/// Payload bytes of this segment beyond the furthest seen in its direction; the rest was sent
+/// before (a retransmission, counted as such). Sequence numbers compare with wrapping.
+#[inline(always)]
+unsafe fn new_payload(st: *mut FlowState, side: Side, pkt: &Packet) -> u32 {
+    unsafe {
+        let bit = 1u8 << side as u8;
+        let i = side as usize;
+        let end = pkt.seq.wrapping_add(pkt.payload_len);
+        let fresh = if (*st).seq_known & bit != 0 {
+            let ahead = end.wrapping_sub((*st).seq_end[i]) as i32;
+            if ahead <= 0 {
+                0
+            } else if ahead as u32 > pkt.payload_len {
+                pkt.payload_len
+            } else {
+                ahead as u32
+            }
+        } else {
+            pkt.payload_len
+        };
+        if fresh != 0 {
+            (*st).seq_end[i] = end;
+            (*st).seq_known |= bit;
+        }
+        if fresh < pkt.payload_len {
+            bump_by(
+                KernelCounter::TcpRetransmittedBytes,
+                (pkt.payload_len - fresh) as u64,
+            );
+        }
+        fresh
     }
 }
 
@@ -92,12 +131,16 @@ unsafe fn on_syn(
             (*st).handshake.syn_ns = now;
             (*st).handshake.synack_ns = 0;
             (*st).handshake.ack_ns = 0;
+            (*st).seq_known = 0;
             (*st).hellos = 0;
             (*st).hello_want = 0;
             (*st).hello_got = 0;
         } else {
             (*st).handshake.synack_ns = now;
         }
+        // The SYN takes one sequence number: data starts right after it.
+        (*st).seq_end[side as usize] = pkt.seq.wrapping_add(1);
+        (*st).seq_known |= 1u8 << side as u8;
     }
     events::syn(ctx, pkt, key, side, now);
 }
@@ -146,10 +189,11 @@ unsafe fn client_data(
     side: Side,
     pkt: &Packet,
     now: u64,
+    fresh: u32,
 ) {
     unsafe {
         let ex = &raw mut (*st).exchange;
-        let len = pkt.payload_len as u64;
+        let len = fresh as u64;
         let mut p = [0u8; PREFIX];
         let sniffed = payload_prefix(ctx, pkt, &mut p);
         let starts_head = sniffed && is_http_method(&p);
@@ -299,10 +343,11 @@ unsafe fn server_data(
     side: Side,
     pkt: &Packet,
     now: u64,
+    fresh: u32,
 ) {
     unsafe {
         let ex = &raw mut (*st).exchange;
-        let len = pkt.payload_len as u64;
+        let len = fresh as u64;
         let psh = (pkt.tcp_flags & tcp_flag::PSH != 0) as u32;
         let turn_offset;
         if (*ex).phase != phase::RESPONSE {

@@ -24,6 +24,7 @@ pub struct Metrics {
     kernel_lost: IntCounterVec,
     kernel_truncated: IntCounterVec,
     flows_created: IntCounter,
+    tcp_retransmitted: IntCounter,
     proto_packets: IntCounterVec,
     proto_bytes: IntCounterVec,
     flows_active: IntGauge,
@@ -140,6 +141,14 @@ impl Metrics {
                 &["what"],
             )?,
             flows_created,
+            tcp_retransmitted: {
+                let c = IntCounter::new(
+                    "siphon_tcp_retransmitted_bytes_total",
+                    "TCP payload bytes seen again (retransmissions): counted on flows and interfaces, left out of exchange sizes.",
+                )?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
             proto_packets: counter_vec(&r, "siphon_ip_protocol_packets_total", "Packets of IP protocols other than TCP and UDP, by protocol.", &["protocol"])?,
             proto_bytes: counter_vec(&r, "siphon_ip_protocol_bytes_total", "Bytes of IP protocols other than TCP and UDP, by protocol.", &["protocol"])?,
             flows_active,
@@ -211,6 +220,7 @@ impl Metrics {
                 (CounterKind::Skip, reason) => self.kernel_skipped.with_label_values(&[reason]),
                 (CounterKind::Loss, reason) => self.kernel_lost.with_label_values(&[reason]),
                 (CounterKind::Truncation, what) => self.kernel_truncated.with_label_values(&[what]),
+                (CounterKind::Event, "tcp_retransmitted_bytes") => self.tcp_retransmitted.clone(),
                 (CounterKind::Event, _) => self.flows_created.clone(),
             };
             advance(&mut self.last, SeriesId::Kernel(c as u32), &counter, value);

@@ -499,3 +499,48 @@ fn gso_sized_frame_counts_its_full_length() {
         (sent_len - 54).min(body) as u64
     );
 }
+
+#[test]
+#[ignore = "privileged: loads eBPF; run with `cargo xtask test`"]
+fn retransmitted_payload_counts_on_the_wire_not_in_the_exchange() {
+    let mut h = Harness::new();
+    let seg = |flags_syn: bool, seq: u32, payload: &[u8]| {
+        let b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4([10, 7, 0, 1], [10, 7, 0, 2], 64);
+        let b = if flags_syn {
+            b.tcp(41000, 8000, seq, 64240).syn()
+        } else {
+            b.tcp(41000, 8000, seq, 64240).ack(1).psh()
+        };
+        let mut v = Vec::new();
+        b.write(&mut v, payload).expect("write");
+        v
+    };
+    h.delta(&seg(true, 999, &[]));
+    let request = seg(
+        false,
+        1000,
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    let first = h.delta(&request);
+    assert!(first
+        .kernel()
+        .iter()
+        .all(|(c, _)| *c != KernelCounter::TcpRetransmittedBytes));
+    let again = h.delta(&request);
+    let n = (request.len() - 54) as u64;
+    assert_eq!(
+        again.kernel(),
+        vec![(KernelCounter::TcpRetransmittedBytes, n)]
+    );
+    let (key, st, _) = only_flow(&again);
+    assert_eq!(
+        side_counters(&key, &st, 41000).payload_bytes,
+        2 * n,
+        "the wire carried it twice"
+    );
+    assert_eq!(st.exchange.req_bytes, n, "the request is counted once");
+    assert_eq!(
+        st.exchange.seq, 1,
+        "a retransmission starts no new exchange"
+    );
+}

@@ -155,8 +155,8 @@ impl Actor {
 }
 
 /// The actors of a scenario. Trace-driven actors run faster than the trace so a few minutes show
-/// their shape: the apps' arrivals 30x, the humans' think times only 10x (compressing them more
-/// would give one person a harvester's request rate).
+/// their shape: 10x (compressing more would give one person a harvester's request rate, and
+/// push an app's key over the server's per-key limit).
 pub fn plan(scenario: Scenario, keys: &Keys, _topo: &Topology, duration: u64) -> Vec<Actor> {
     let a = |id, kind, level, label, node, via, keys: &Vec<String>, extra: &[&str]| Actor {
         id,
@@ -188,7 +188,7 @@ pub fn plan(scenario: Scenario, keys: &Keys, _topo: &Topology, duration: u64) ->
             "apps",
             "ingress",
             &keys.apps,
-            &["--time-scale", "30"],
+            &["--time-scale", "10"],
         ),
     ];
     if matches!(scenario, Scenario::All | Scenario::Harvest) {
