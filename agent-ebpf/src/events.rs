@@ -3,8 +3,8 @@
 //! data passes a threshold.
 
 use agent_common::{
-    record_kind, ExchangeRecord, FlowKey, FlowState, KernelCounter, PayloadRecord, Side, SynRecord,
-    CAPTURE_MAX, TCP_OPTIONS_MAX,
+    record_kind, Exchange, ExchangeRecord, FlowKey, FlowState, Handshake, KernelCounter,
+    PayloadRecord, Side, SynRecord, CAPTURE_MAX, TCP_OPTIONS_MAX,
 };
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -49,6 +49,57 @@ fn submit_flags() -> u64 {
     }
 }
 
+// Field-by-field copies. A struct assignment into ring-buffer memory (alignment unknown to
+// LLVM) becomes a byte-at-a-time loop, which costs cycles and, in the verifier, explodes into
+// states: replay mode hit the one-million-instruction limit that way.
+
+/// # Safety
+/// Both pointers valid for a `FlowKey`.
+#[inline(always)]
+unsafe fn copy_key(dst: *mut FlowKey, src: &FlowKey) {
+    unsafe {
+        (*dst).addr_a = src.addr_a;
+        (*dst).addr_b = src.addr_b;
+        (*dst).ifindex = src.ifindex;
+        (*dst).port_a = src.port_a;
+        (*dst).port_b = src.port_b;
+        (*dst).proto = src.proto;
+        (*dst)._pad = [0; 3];
+    }
+}
+
+/// # Safety
+/// Both pointers valid for an `Exchange`.
+#[inline(always)]
+unsafe fn copy_exchange(dst: *mut Exchange, src: *const Exchange) {
+    unsafe {
+        (*dst).req_first_ns = (*src).req_first_ns;
+        (*dst).req_last_ns = (*src).req_last_ns;
+        (*dst).resp_first_ns = (*src).resp_first_ns;
+        (*dst).resp_last_ns = (*src).resp_last_ns;
+        (*dst).req_bytes = (*src).req_bytes;
+        (*dst).resp_bytes = (*src).resp_bytes;
+        (*dst).req_packets = (*src).req_packets;
+        (*dst).resp_packets = (*src).resp_packets;
+        (*dst).resp_psh = (*src).resp_psh;
+        (*dst).seq = (*src).seq;
+        (*dst).phase = (*src).phase;
+        (*dst).flags = (*src).flags;
+        (*dst)._pad = [0; 6];
+    }
+}
+
+/// # Safety
+/// Both pointers valid for a `Handshake`.
+#[inline(always)]
+unsafe fn copy_handshake(dst: *mut Handshake, src: *const Handshake) {
+    unsafe {
+        (*dst).syn_ns = (*src).syn_ns;
+        (*dst).synack_ns = (*src).synack_ns;
+        (*dst).ack_ns = (*src).ack_ns;
+    }
+}
+
 #[inline(always)]
 pub fn exchange(st: *const FlowState, key: &FlowKey, end: u8) {
     let Some(mut entry) = EVENTS.reserve::<ExchangeRecord>(0) else {
@@ -62,10 +113,10 @@ pub fn exchange(st: *const FlowState, key: &FlowKey, end: u8) {
         (*r).end = end;
         (*r).client = (*st).client;
         (*r)._pad = 0;
-        (*r).key = *key;
+        copy_key(&raw mut (*r).key, key);
         (*r)._pad2 = 0;
-        (*r).exchange = (*st).exchange;
-        (*r).handshake = (*st).handshake;
+        copy_exchange(&raw mut (*r).exchange, &raw const (*st).exchange);
+        copy_handshake(&raw mut (*r).handshake, &raw const (*st).handshake);
     }
     entry.submit(submit_flags());
 }
@@ -128,10 +179,10 @@ pub fn payload(
         (*r).prev_end = c.prev_end;
         (*r).client = (*st).client;
         if c.prev_end != 0 {
-            (*r).prev = (*st).exchange;
-            (*r).handshake = (*st).handshake;
+            copy_exchange(&raw mut (*r).prev, &raw const (*st).exchange);
+            copy_handshake(&raw mut (*r).handshake, &raw const (*st).handshake);
         }
-        (*r).key = *key;
+        copy_key(&raw mut (*r).key, key);
         (*r).seq = c.seq;
         (*r).ts_ns = c.ts_ns;
         (*r).turn_offset = c.turn_offset;
@@ -171,7 +222,7 @@ pub fn syn(ctx: &TcContext, pkt: &Packet, key: &FlowKey, side: Side, ts_ns: u64)
         (*r).tcp_flags = pkt.tcp_flags;
         (*r).side = side as u8;
         (*r).window = pkt.window;
-        (*r).key = *key;
+        copy_key(&raw mut (*r).key, key);
         (*r).ttl = pkt.ttl;
         (*r)._pad = 0;
         (*r).ts_ns = ts_ns;
