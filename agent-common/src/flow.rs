@@ -139,6 +139,10 @@ pub struct FlowState {
     /// Per [`Side`]: the TCP sequence number after the furthest payload byte seen. Payload at
     /// or before it is a retransmission: wire bytes, but not new data of an exchange.
     pub seq_end: [u32; 2],
+    /// Per [`Side`]: one gap `[start, end)` left by a segment that arrived ahead of its
+    /// predecessors (reordering). Data filling it later is new, not a retransmission. Empty
+    /// when start == end.
+    pub hole: [[u32; 2]; 2],
 }
 
 impl FlowState {

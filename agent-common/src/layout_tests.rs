@@ -54,8 +54,9 @@ fn flow_state_has_no_padding() {
         exchange: Exchange,
         handshake: Handshake,
         seq_end: [u32; 2],
+        hole: [[u32; 2]; 2],
     });
-    assert_eq!(size_of::<FlowState>(), 184);
+    assert_eq!(size_of::<FlowState>(), 200);
     assert_eq!(align_of::<FlowState>(), 8);
 }
 

@@ -109,6 +109,7 @@ static ZERO_FLOW: FlowState = FlowState {
         ack_ns: 0,
     },
     seq_end: [0; 2],
+    hole: [[0; 2]; 2],
 };
 
 /// Inserts a zeroed flow and returns it; another CPU may have inserted it first, which is fine.

@@ -68,35 +68,56 @@ pub fn on_segment(
     }
 }
 
-/// Payload bytes of this segment beyond the furthest seen in its direction; the rest was sent
-/// before (a retransmission, counted as such). Sequence numbers compare with wrapping.
+/// Payload bytes of this segment that are new data in its direction; the rest was sent before
+/// (a retransmission, counted as such). Tracks the furthest sequence number seen and one gap
+/// left by reordering, so a late segment that fills the gap counts as new. Sequence numbers
+/// compare with wrapping.
 #[inline(always)]
 unsafe fn new_payload(st: *mut FlowState, side: Side, pkt: &Packet) -> u32 {
     unsafe {
         let bit = 1u8 << side as u8;
         let i = side as usize;
-        let end = pkt.seq.wrapping_add(pkt.payload_len);
-        let fresh = if (*st).seq_known & bit != 0 {
-            let ahead = end.wrapping_sub((*st).seq_end[i]) as i32;
-            if ahead <= 0 {
-                0
-            } else if ahead as u32 > pkt.payload_len {
-                pkt.payload_len
-            } else {
-                ahead as u32
-            }
-        } else {
-            pkt.payload_len
-        };
-        if fresh != 0 {
+        let len = pkt.payload_len;
+        let start = pkt.seq;
+        let end = start.wrapping_add(len);
+        let fresh = if (*st).seq_known & bit == 0 {
             (*st).seq_end[i] = end;
             (*st).seq_known |= bit;
-        }
-        if fresh < pkt.payload_len {
-            bump_by(
-                KernelCounter::TcpRetransmittedBytes,
-                (pkt.payload_len - fresh) as u64,
-            );
+            len
+        } else {
+            let furthest = (*st).seq_end[i];
+            let ahead = end.wrapping_sub(furthest) as i32;
+            if ahead > 0 {
+                if start.wrapping_sub(furthest) as i32 > 0 {
+                    // Arrived ahead of data not seen yet: remember the gap it leaves.
+                    (*st).hole[i] = [furthest, start];
+                }
+                (*st).seq_end[i] = end;
+                if ahead as u32 > len {
+                    len
+                } else {
+                    ahead as u32
+                }
+            } else {
+                let [h0, h1] = (*st).hole[i];
+                let in_hole = h0 != h1
+                    && start.wrapping_sub(h0) as i32 >= 0
+                    && h1.wrapping_sub(end) as i32 >= 0;
+                if in_hole {
+                    // Fills (part of) the gap: new data. Shrink the gap from the end it touches.
+                    if start == h0 {
+                        (*st).hole[i][0] = end;
+                    } else if end == h1 {
+                        (*st).hole[i][1] = start;
+                    }
+                    len
+                } else {
+                    0
+                }
+            }
+        };
+        if fresh < len {
+            bump_by(KernelCounter::TcpRetransmittedBytes, (len - fresh) as u64);
         }
         fresh
     }
@@ -132,6 +153,7 @@ unsafe fn on_syn(
             (*st).handshake.synack_ns = 0;
             (*st).handshake.ack_ns = 0;
             (*st).seq_known = 0;
+            (*st).hole = [[0; 2]; 2];
             (*st).hellos = 0;
             (*st).hello_want = 0;
             (*st).hello_got = 0;

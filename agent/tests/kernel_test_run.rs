@@ -544,3 +544,46 @@ fn retransmitted_payload_counts_on_the_wire_not_in_the_exchange() {
         "a retransmission starts no new exchange"
     );
 }
+
+#[test]
+#[ignore = "privileged: loads eBPF; run with `cargo xtask test`"]
+fn reordered_segments_are_new_data_and_repeats_are_not() {
+    let mut h = Harness::new();
+    let seg = |syn: bool, seq: u32, payload: &[u8]| {
+        let b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4([10, 8, 0, 1], [10, 8, 0, 2], 64);
+        let b = if syn {
+            b.tcp(42000, 8000, seq, 64240).syn()
+        } else {
+            b.tcp(42000, 8000, seq, 64240).ack(1).psh()
+        };
+        let mut v = Vec::new();
+        b.write(&mut v, payload).expect("write");
+        v
+    };
+    let head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n";
+    let body = [b'x'; 100];
+    h.delta(&seg(true, 999, &[]));
+    let first = seg(false, 1000, head);
+    let second = seg(false, 1000 + head.len() as u32, &body);
+    // The second segment overtakes the first: a gap, then the late segment fills it.
+    h.delta(&second);
+    let late = h.delta(&first);
+    assert!(
+        late.kernel()
+            .iter()
+            .all(|(c, _)| *c != KernelCounter::TcpRetransmittedBytes),
+        "{:?}",
+        late.kernel()
+    );
+    let again = h.delta(&first);
+    assert_eq!(
+        again.kernel(),
+        vec![(KernelCounter::TcpRetransmittedBytes, head.len() as u64)]
+    );
+    let (_, st, _) = only_flow(&again);
+    assert_eq!(
+        st.exchange.req_bytes,
+        (head.len() + body.len()) as u64,
+        "both segments, once each"
+    );
+}
