@@ -143,6 +143,11 @@ pub struct FlowState {
     /// predecessors (reordering). Data filling it later is new, not a retransmission. Empty
     /// when start == end.
     pub hole: [[u32; 2]; 2],
+    /// The last precise clock reading on this flow and the jiffies counter at that moment:
+    /// mid-response segments extrapolate from it with the (inlined) jiffies read instead of a
+    /// clock helper call.
+    pub clock_anchor_ns: u64,
+    pub clock_anchor_jiffies: u64,
 }
 
 impl FlowState {

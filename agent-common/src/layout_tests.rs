@@ -55,8 +55,10 @@ fn flow_state_has_no_padding() {
         handshake: Handshake,
         seq_end: [u32; 2],
         hole: [[u32; 2]; 2],
+        clock_anchor_ns: u64,
+        clock_anchor_jiffies: u64,
     });
-    assert_eq!(size_of::<FlowState>(), 200);
+    assert_eq!(size_of::<FlowState>(), 216);
     assert_eq!(align_of::<FlowState>(), 8);
 }
 

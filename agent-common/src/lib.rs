@@ -28,6 +28,8 @@ pub mod names {
     pub const GLOBAL_HEAD_CAPTURE_LEN: &str = "HEAD_CAPTURE_LEN";
     /// Load-time constant: unread ring-buffer bytes above which a submit wakes the reader.
     pub const GLOBAL_WAKEUP_BYTES: &str = "WAKEUP_BYTES";
+    /// Load-time constant: nanoseconds per kernel tick (jiffy), 10^9 / CONFIG_HZ.
+    pub const GLOBAL_NS_PER_TICK: &str = "NS_PER_TICK";
     /// Load-time constant: where the program takes its clock from (see [`super::TimeSource`]).
     pub const GLOBAL_TIME_SOURCE: &str = "TIME_SOURCE";
 }

@@ -49,27 +49,41 @@ pub fn account(ctx: &TcContext, ifindex: u32, pkt: &Packet, len: u32) {
 /// one tick of error. A pure ACK needs no time at all: it does not refresh last-seen (the data
 /// it acknowledges does), which keeps the commonest packet cheapest.
 #[inline(always)]
-fn clock(ctx: &TcContext, st: *const FlowState, side: Side, pkt: &Packet) -> u64 {
+fn clock(ctx: &TcContext, st: *mut FlowState, side: Side, pkt: &Packet) -> u64 {
     if pkt.proto != IPPROTO_TCP {
         return time::coarse_ns(ctx);
     }
     // SAFETY: live map value.
     let (client, phase, hs) = unsafe { ((*st).client, (*st).exchange.phase, (*st).handshake) };
     if pkt.tcp_flags & (tcp_flag::SYN | tcp_flag::FIN | tcp_flag::RST) != 0 {
-        return time::precise_ns(ctx);
+        return precise(ctx, st);
     }
     if pkt.payload_len == 0 {
         return if hs.synack_ns != 0 && hs.ack_ns == 0 {
-            time::precise_ns(ctx)
+            precise(ctx, st)
         } else {
             0
         };
     }
     let from_server = client != agent_common::client::UNKNOWN && client != client_is(side);
     if from_server && phase == agent_common::phase::RESPONSE {
-        return time::coarse_ns(ctx);
+        // SAFETY: live map value.
+        let (anchor, anchor_j) = unsafe { ((*st).clock_anchor_ns, (*st).clock_anchor_jiffies) };
+        return time::since_anchor(ctx, anchor, anchor_j);
     }
-    time::precise_ns(ctx)
+    precise(ctx, st)
+}
+
+/// A precise reading, remembered with the jiffies counter as the flow's clock anchor.
+#[inline(always)]
+fn precise(ctx: &TcContext, st: *mut FlowState) -> u64 {
+    let now = time::precise_ns(ctx);
+    // SAFETY: live map value.
+    unsafe {
+        (*st).clock_anchor_ns = now;
+        (*st).clock_anchor_jiffies = time::jiffies();
+    }
+    now
 }
 
 /// A zeroed flow to insert from: the value lives in read-only data, not on the 512-byte stack.
@@ -110,6 +124,8 @@ static ZERO_FLOW: FlowState = FlowState {
     },
     seq_end: [0; 2],
     hole: [[0; 2]; 2],
+    clock_anchor_ns: 0,
+    clock_anchor_jiffies: 0,
 };
 
 /// Inserts a zeroed flow and returns it; another CPU may have inserted it first, which is fine.

@@ -3,9 +3,13 @@
 
 use agent_common::TimeSource;
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     programs::TcContext,
 };
+
+/// Nanoseconds per kernel tick. Set by the loader from clock_getres(CLOCK_MONOTONIC_COARSE).
+#[unsafe(no_mangle)]
+static NS_PER_TICK: u64 = 4_000_000;
 
 /// Set by the loader (`TimeSource` as u8). Read-only data: the verifier sees a constant and
 /// drops the branch not taken.
@@ -34,6 +38,26 @@ pub fn coarse_ns(ctx: &TcContext) -> u64 {
     }
     // SAFETY: helper without preconditions.
     unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// The jiffies counter: the verifier inlines this helper into a single load.
+#[inline(always)]
+pub fn jiffies() -> u64 {
+    // SAFETY: helper without preconditions.
+    unsafe { bpf_jiffies64() }
+}
+
+/// Coarse time extrapolated from a flow's last precise reading (`anchor` ns, at `anchor_j`
+/// jiffies): one tick of resolution, like the coarse clock, without its helper call. Falls
+/// back to the coarse clock before the flow has an anchor, and to the packet's time in replay.
+#[inline(always)]
+pub fn since_anchor(ctx: &TcContext, anchor: u64, anchor_j: u64) -> u64 {
+    if replaying() || anchor == 0 {
+        return coarse_ns(ctx);
+    }
+    // SAFETY: plain read of a load-time constant.
+    let tick = unsafe { core::ptr::read_volatile(&NS_PER_TICK) };
+    anchor + jiffies().wrapping_sub(anchor_j) * tick
 }
 
 /// Precise time (~30 ns to read here): only where a timing needs it (request and response

@@ -44,12 +44,14 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Ebpf> {
             opts.ringbuf_bytes
         );
     }
+    let ns_per_tick = ns_per_tick();
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(names::MAP_FLOWS, opts.max_flows)
         .map_max_entries(names::MAP_EVENTS, opts.ringbuf_bytes)
         .override_global(names::GLOBAL_TIME_SOURCE, &time_source, true)
         .override_global(names::GLOBAL_HEAD_CAPTURE_LEN, &head, true)
         .override_global(names::GLOBAL_WAKEUP_BYTES, &WAKEUP_BYTES, true)
+        .override_global(names::GLOBAL_NS_PER_TICK, &ns_per_tick, true)
         .load(OBJECT)
         .context("loading the eBPF object (needs root or CAP_BPF + CAP_NET_ADMIN)")?;
     for name in [names::PROG_INGRESS, names::PROG_EGRESS] {
@@ -65,6 +67,23 @@ pub fn classifier<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut 
         .with_context(|| format!("program {name} missing from the eBPF object"))?
         .try_into()
         .with_context(|| format!("program {name} is not a TC classifier"))
+}
+
+/// The kernel tick: the coarse clock's resolution is exactly one tick (10^9 / CONFIG_HZ).
+fn ns_per_tick() -> u64 {
+    let mut res = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_getres writes the struct we pass.
+    let rc = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut res) };
+    let ns = res.tv_sec as u64 * 1_000_000_000 + res.tv_nsec as u64;
+    if rc == 0 && (1_000_000..=10_000_000).contains(&ns) {
+        ns
+    } else {
+        tracing::warn!("cannot read the kernel tick; assuming HZ=250");
+        4_000_000
+    }
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones to the memory cgroup and
