@@ -177,8 +177,16 @@ fn payload_prefix(ctx: &TcContext, pkt: &Packet, out: &mut [u8; PREFIX]) -> bool
     }
     let start = ctx.data() + pkt.payload_off as usize;
     if start + PREFIX <= ctx.data_end() {
-        // SAFETY: bounds checked against data_end.
-        *out = unsafe { core::ptr::read_unaligned(start as *const [u8; PREFIX]) };
+        // SAFETY: bounds checked against data_end. Two plain word loads (as in parse.rs):
+        // `read_unaligned` of a byte array compiles to a load and a shift per byte.
+        let (w, h) = unsafe {
+            (
+                core::ptr::read(start as *const u32),
+                core::ptr::read((start + 4) as *const u16),
+            )
+        };
+        let (w, h) = (w.to_ne_bytes(), h.to_ne_bytes());
+        *out = [w[0], w[1], w[2], w[3], h[0], h[1]];
         return true;
     }
     // Not in the linear area (a paged skb): copy, with a constant length for the verifier.
@@ -192,6 +200,25 @@ fn payload_prefix(ctx: &TcContext, pkt: &Packet, out: &mut [u8; PREFIX]) -> bool
         )
     };
     rc == 0
+}
+
+/// Whether the payload starts with `HTTP/` (a response status line). Checked on every server
+/// segment of an HTTP exchange, so one word load and compare, not a byte-wise copy.
+#[inline(always)]
+fn starts_with_http(ctx: &TcContext, pkt: &Packet) -> bool {
+    if pkt.payload_len < 5 {
+        return false;
+    }
+    let start = ctx.data() + pkt.payload_off as usize;
+    if start + 5 <= ctx.data_end() {
+        // SAFETY: bounds checked against data_end; a plain word load, as in parse.rs.
+        let word = unsafe { core::ptr::read(start as *const u32) };
+        // SAFETY: as above.
+        return word == u32::from_ne_bytes(*b"HTTP")
+            && unsafe { *((start + 4) as *const u8) } == b'/';
+    }
+    let mut p = [0u8; PREFIX];
+    payload_prefix(ctx, pkt, &mut p) && &p[..5] == b"HTTP/"
 }
 
 /// Whether a payload starts like an HTTP/1.x request line.
@@ -404,8 +431,7 @@ unsafe fn server_data(
         if (*ex).flags & exchange_flag::HTTP_REQUEST == 0 {
             return;
         }
-        let mut p = [0u8; PREFIX];
-        if payload_prefix(ctx, pkt, &mut p) && &p[..5] == b"HTTP/" {
+        if starts_with_http(ctx, pkt) {
             let cap = events::head_capture_len();
             let capture = Capture {
                 what: payload_what::RESPONSE_HEAD,
