@@ -26,8 +26,8 @@ pub mod names {
     pub const MAP_EVENTS: &str = "EVENTS";
     /// Load-time constant: bytes of a request/response head to capture (at most CAPTURE_MAX).
     pub const GLOBAL_HEAD_CAPTURE_LEN: &str = "HEAD_CAPTURE_LEN";
-    /// Load-time constant: unread ring-buffer bytes above which a submit wakes the reader.
-    pub const GLOBAL_WAKEUP_BYTES: &str = "WAKEUP_BYTES";
+    /// Load-time constant: records per CPU after which a submit wakes the reader.
+    pub const GLOBAL_WAKEUP_RECORDS: &str = "WAKEUP_RECORDS";
     /// Load-time constant: nanoseconds per kernel tick (jiffy), 10^9 / CONFIG_HZ.
     pub const GLOBAL_NS_PER_TICK: &str = "NS_PER_TICK";
     /// Load-time constant: where the program takes its clock from (see [`super::TimeSource`]).

@@ -29,9 +29,9 @@ impl LoadOptions {
     }
 }
 
-/// Unread ring-buffer bytes above which the kernel wakes the reader early; below it the reader
-/// finds records on its next timed poll.
-const WAKEUP_BYTES: u64 = 1 << 20;
+/// Records per CPU after which the kernel wakes the reader early; fewer are found on its next
+/// timed poll. 256 records of ~2.3 KiB from each CPU stay well inside the default ring.
+const WAKEUP_RECORDS: u32 = 256;
 
 /// Loads maps and both classifiers into the kernel (not attached anywhere yet).
 pub fn load(opts: LoadOptions) -> anyhow::Result<Ebpf> {
@@ -50,7 +50,7 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Ebpf> {
         .map_max_entries(names::MAP_EVENTS, opts.ringbuf_bytes)
         .override_global(names::GLOBAL_TIME_SOURCE, &time_source, true)
         .override_global(names::GLOBAL_HEAD_CAPTURE_LEN, &head, true)
-        .override_global(names::GLOBAL_WAKEUP_BYTES, &WAKEUP_BYTES, true)
+        .override_global(names::GLOBAL_WAKEUP_RECORDS, &WAKEUP_RECORDS, true)
         .override_global(names::GLOBAL_NS_PER_TICK, &ns_per_tick, true)
         .load(OBJECT)
         .context("loading the eBPF object (needs root or CAP_BPF + CAP_NET_ADMIN)")?;
