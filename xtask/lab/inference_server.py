@@ -58,6 +58,8 @@ import threading
 import time
 import uuid
 
+from jsonlines import JsonLines
+
 SERVER_NAME = "siphon-lab-inference/1.0"
 MAX_LINE = 65536
 MAX_HEADERS = 100
@@ -235,31 +237,8 @@ class TokenBucket:
         return False, (1.0 - self.tokens) / self.rate, 0
 
 
-class RequestLog:
-    def __init__(self, path: str | None):
-        self.lock = threading.Lock()
-        self.fh = open(path, "a", encoding="utf-8") if path else None
-
-    def write(self, entry: dict) -> None:
-        if self.fh is None:
-            return
-        line = json.dumps(entry, separators=(",", ":"), sort_keys=False) + "\n"
-        with self.lock:
-            if self.fh is None:
-                return
-            self.fh.write(line)
-            self.fh.flush()
-
-    def close(self) -> None:
-        with self.lock:
-            if self.fh is not None:
-                self.fh.flush()
-                try:
-                    os.fsync(self.fh.fileno())
-                except OSError:
-                    pass
-                self.fh.close()
-                self.fh = None
+class RequestLog(JsonLines):
+    """The ground-truth request log (see jsonlines.py)."""
 
 
 class State:

@@ -24,34 +24,13 @@ import threading
 import time
 from typing import Callable
 
+from jsonlines import JsonLines
+
 SIGNAL_GRACE_S = 1.0
 
 
-class JsonLog:
-    def __init__(self, path: str):
-        d = os.path.dirname(os.path.abspath(path))
-        os.makedirs(d, exist_ok=True)
-        self.fh = open(path, "a", encoding="utf-8")
-        self.lock = threading.Lock()
-
-    def write(self, obj: dict) -> None:
-        line = json.dumps(obj, separators=(",", ":")) + "\n"
-        with self.lock:
-            if self.fh is None:
-                return
-            self.fh.write(line)
-            self.fh.flush()
-
-    def close(self) -> None:
-        with self.lock:
-            if self.fh is not None:
-                self.fh.flush()
-                try:
-                    os.fsync(self.fh.fileno())
-                except OSError:
-                    pass
-                self.fh.close()
-                self.fh = None
+class JsonLog(JsonLines):
+    """The actor's request log (see jsonlines.py)."""
 
 
 class Record:
