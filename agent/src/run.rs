@@ -331,8 +331,24 @@ impl Sweeper {
         Ok(())
     }
 
+    /// Detaches, then reports the exchanges still open, so the exchange log and the metrics
+    /// hold every request that was answered before the stop.
     fn shutdown(mut self) {
         self.attacher.detach_all(&mut self.ebpf);
+        match self.flow_maps.snapshot() {
+            Ok(flows) => {
+                for (key, state) in flows {
+                    if state.exchange.phase != agent_common::phase::IDLE {
+                        let _ = self.to_reader.send(ReaderMsg::FlowEnded {
+                            key,
+                            state: Box::new(state),
+                            gone: false,
+                        });
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("reading the flow table at shutdown: {e:#}"),
+        }
     }
 }
 
