@@ -148,6 +148,21 @@ pub struct Capture {
     pub prev_end: u8,
 }
 
+impl Capture {
+    /// A capture of segment payload that ends no exchange.
+    #[inline(always)]
+    pub fn new(what: u8, seq: u32, ts_ns: u64, turn_offset: u64, limit: u32) -> Capture {
+        Capture {
+            what,
+            seq,
+            ts_ns,
+            turn_offset,
+            limit,
+            prev_end: 0,
+        }
+    }
+}
+
 /// Copies up to `c.limit` bytes of the packet's payload into a payload record. Returns how many
 /// bytes were captured (0 when nothing could be recorded; the loss is counted).
 #[inline(always)]

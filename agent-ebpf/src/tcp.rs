@@ -330,14 +330,13 @@ unsafe fn client_data(
         }
         if (*st).hello_got < (*st).hello_want {
             let want = ((*st).hello_want - (*st).hello_got) as u32;
-            let capture = Capture {
-                what: payload_what::TLS_HELLO,
-                seq: (*ex).seq,
-                ts_ns: now,
-                turn_offset: (*st).hello_got as u64,
-                limit: want,
-                prev_end: 0,
-            };
+            let capture = Capture::new(
+                payload_what::TLS_HELLO,
+                (*ex).seq,
+                now,
+                (*st).hello_got as u64,
+                want,
+            );
             let got = events::payload(ctx, pkt, key, side, st, capture);
             if got == 0 || (got < want && got < pkt.payload_len) {
                 // This segment did not fit in one record: the rest of the hello is lost.
@@ -356,26 +355,19 @@ unsafe fn client_data(
             && turn_offset < cap as u64
         {
             // The head continues in this segment (a client writing the head in pieces).
-            let capture = Capture {
-                what: payload_what::REQUEST_MORE,
-                seq: (*ex).seq,
-                ts_ns: now,
+            let capture = Capture::new(
+                payload_what::REQUEST_MORE,
+                (*ex).seq,
+                now,
                 turn_offset,
-                limit: cap - turn_offset as u32,
-                prev_end: 0,
-            };
+                cap - turn_offset as u32,
+            );
             events::payload(ctx, pkt, key, side, st, capture);
             return;
         }
         if starts_head {
-            let capture = Capture {
-                what: payload_what::REQUEST_HEAD,
-                seq: (*ex).seq,
-                ts_ns: now,
-                turn_offset,
-                limit: cap,
-                prev_end: 0,
-            };
+            let capture =
+                Capture::new(payload_what::REQUEST_HEAD, (*ex).seq, now, turn_offset, cap);
             events::payload(ctx, pkt, key, side, st, capture);
             if pkt.payload_len > cap {
                 bump(KernelCounter::EventHeadTruncated);
@@ -433,14 +425,13 @@ unsafe fn server_data(
         }
         if starts_with_http(ctx, pkt) {
             let cap = events::head_capture_len();
-            let capture = Capture {
-                what: payload_what::RESPONSE_HEAD,
-                seq: (*ex).seq,
-                ts_ns: now,
+            let capture = Capture::new(
+                payload_what::RESPONSE_HEAD,
+                (*ex).seq,
+                now,
                 turn_offset,
-                limit: cap,
-                prev_end: 0,
-            };
+                cap,
+            );
             events::payload(ctx, pkt, key, side, st, capture);
             (*ex).flags |= exchange_flag::HTTP_RESPONSE;
         }
