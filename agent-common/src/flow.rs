@@ -26,6 +26,25 @@ pub enum Side {
     B = 1,
 }
 
+impl Side {
+    /// The [`client`] value saying this side opened the conversation.
+    #[inline(always)]
+    pub const fn as_client(self) -> u8 {
+        match self {
+            Side::A => client::A,
+            Side::B => client::B,
+        }
+    }
+
+    #[inline(always)]
+    pub const fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+}
+
 /// `FlowState::client` values: which endpoint opened the conversation.
 pub mod client {
     pub const UNKNOWN: u8 = 0;

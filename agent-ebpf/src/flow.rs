@@ -44,9 +44,9 @@ pub fn account(ctx: &TcContext, ifindex: u32, pkt: &Packet, len: u32) {
 /// The time for this packet, from the cheapest clock that serves what the packet is used for
 /// (0: none needed). The precise clock (~30 ns) only where a timing needs it: connection edges,
 /// the handshake's last ACK, request segments and the first segment of a response (time to
-/// first byte). Segments in the middle of a response take the coarse clock (a few ns, one tick
-/// of resolution): they only move the response's last-byte time, so durations carry at most
-/// one tick of error. A pure ACK needs no time at all: it does not refresh last-seen (the data
+/// first byte). Segments in the middle of a response extrapolate from the flow's last precise
+/// reading with the jiffies counter (one tick of resolution, no helper call): they only move
+/// the response's last-byte time, so durations carry at most one tick of error. A pure ACK needs no time at all: it does not refresh last-seen (the data
 /// it acknowledges does), which keeps the commonest packet cheapest.
 #[inline(always)]
 fn clock(ctx: &TcContext, st: *mut FlowState, side: Side, pkt: &Packet) -> u64 {
@@ -65,7 +65,7 @@ fn clock(ctx: &TcContext, st: *mut FlowState, side: Side, pkt: &Packet) -> u64 {
             0
         };
     }
-    let from_server = client != agent_common::client::UNKNOWN && client != client_is(side);
+    let from_server = client != agent_common::client::UNKNOWN && client != side.as_client();
     if from_server && phase == agent_common::phase::RESPONSE {
         // SAFETY: live map value.
         let (anchor, anchor_j) = unsafe { ((*st).clock_anchor_ns, (*st).clock_anchor_jiffies) };
@@ -177,24 +177,8 @@ fn update(st: *mut FlowState, side: Side, pkt: &Packet, len: u32, now: u64) {
         }
         // A SYN on a known tuple is a new connection reusing it: its sender is the client.
         if pkt.tcp_flags & (tcp_flag::SYN | tcp_flag::ACK) == tcp_flag::SYN {
-            (*st).client = client_is(side);
+            (*st).client = side.as_client();
         }
-    }
-}
-
-#[inline(always)]
-fn client_is(side: Side) -> u8 {
-    match side {
-        Side::A => client::A,
-        Side::B => client::B,
-    }
-}
-
-#[inline(always)]
-fn other(side: Side) -> Side {
-    match side {
-        Side::A => Side::B,
-        Side::B => Side::A,
     }
 }
 
@@ -204,21 +188,21 @@ fn other(side: Side) -> Side {
 fn guess_client(pkt: &Packet, side: Side) -> u8 {
     let syn_ack = pkt.tcp_flags & (tcp_flag::SYN | tcp_flag::ACK);
     if syn_ack == tcp_flag::SYN {
-        return client_is(side);
+        return side.as_client();
     }
     if syn_ack == tcp_flag::SYN | tcp_flag::ACK {
-        return client_is(other(side));
+        return side.other().as_client();
     }
     if is_service_port(pkt.dport, pkt.proto) {
-        return client_is(side);
+        return side.as_client();
     }
     if is_service_port(pkt.sport, pkt.proto) {
-        return client_is(other(side));
+        return side.other().as_client();
     }
     if pkt.sport > pkt.dport {
-        client_is(side)
+        side.as_client()
     } else if pkt.sport < pkt.dport {
-        client_is(other(side))
+        side.other().as_client()
     } else {
         client::UNKNOWN
     }

@@ -125,9 +125,7 @@ unsafe fn new_payload(st: *mut FlowState, side: Side, pkt: &Packet) -> u32 {
 
 #[inline(always)]
 unsafe fn is_client(st: *const FlowState, side: Side) -> bool {
-    let c = unsafe { (*st).client };
-    (c == agent_common::client::A && side == Side::A)
-        || (c == agent_common::client::B && side == Side::B)
+    unsafe { (*st).client == side.as_client() }
 }
 
 #[inline(always)]

@@ -77,10 +77,6 @@ impl Assembler {
         }
     }
 
-    pub fn pending_flows(&self) -> usize {
-        self.flows.len()
-    }
-
     fn ctx(&mut self, key: &FlowKey, now_ns: u64) -> &mut FlowCtx {
         if self.flows.len() >= self.max_flows && !self.flows.contains_key(key) {
             self.evict_oldest();

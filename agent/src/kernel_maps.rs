@@ -9,9 +9,6 @@ use aya::{
     Ebpf,
 };
 
-/// `BPF_NOEXIST` from the kernel's uapi: create only, never overwrite.
-const BPF_NOEXIST: u64 = 1;
-
 /// Counter maps, read at scrape time.
 pub struct CounterMaps {
     iface: PerCpuHashMap<MapData, IfaceKey, IfaceCounters>,
@@ -98,29 +95,6 @@ impl CounterMaps {
             .into_iter()
             .map(|((ifindex, direction), c)| (IfaceKey { ifindex, direction }, c))
             .collect())
-    }
-
-    /// Creates zeroed entries for an interface we attach to, so the kernel never has to.
-    pub fn ensure_iface(&mut self, ifindex: u32) -> anyhow::Result<()> {
-        let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
-        for direction in agent_common::Direction::ALL {
-            let key = IfaceKey {
-                ifindex,
-                direction: direction as u32,
-            };
-            if self.iface.get(&key, 0).is_ok() {
-                continue;
-            }
-            let zeros = PerCpuValues::try_from(vec![IfaceCounters::default(); cpus])?;
-            // NOEXIST: the kernel may have created it since our lookup; keep its counts.
-            match self.iface.insert(key, zeros, BPF_NOEXIST) {
-                Ok(()) => {}
-                Err(MapError::SyscallError(e))
-                    if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
-                Err(e) => return Err(e).context("creating interface counters"),
-            }
-        }
-        Ok(())
     }
 
     /// Forgets an interface that no longer exists, so its ifindex can be reused cleanly.

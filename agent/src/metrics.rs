@@ -246,6 +246,15 @@ impl Metrics {
         Ok(())
     }
 
+    /// Creates an attached interface's series at zero, so dashboards see it before its first
+    /// packet (the kernel fills its counters on first use).
+    pub fn track_iface(&self, name: &str) {
+        for d in Direction::ALL {
+            drop(self.iface_packets.with_label_values(&[name, d.label()]));
+            drop(self.iface_bytes.with_label_values(&[name, d.label()]));
+        }
+    }
+
     /// Drops the series of an interface that no longer exists (so churning pod interfaces do
     /// not pile up series).
     pub fn forget_iface(&mut self, ifindex: u32, name: &str) {

@@ -98,10 +98,6 @@ impl Pipeline {
             None => Ok(()),
         }
     }
-
-    pub fn stats(&self) -> AssemblyStats {
-        self.assembler.stats
-    }
 }
 
 /// The exchange a flow has open, as the kernel would have emitted it.

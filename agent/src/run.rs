@@ -211,7 +211,7 @@ fn attach_initial(
     for iface in selection.pick_initial(&all)? {
         attacher.attach(ebpf, &iface)?;
         let mut g = shared.lock();
-        g.counters.ensure_iface(iface.index)?;
+        g.metrics.track_iface(&iface.name);
         g.iface_names.insert(iface.index, iface.name.clone());
     }
     shared
@@ -313,7 +313,7 @@ impl Sweeper {
                 match self.attacher.attach(&mut self.ebpf, &iface) {
                     Ok(()) => {
                         let mut g = self.shared.lock();
-                        g.counters.ensure_iface(iface.index)?;
+                        g.metrics.track_iface(&iface.name);
                         g.iface_names.insert(iface.index, iface.name.clone());
                     }
                     Err(e) => {

@@ -70,10 +70,6 @@ impl ServiceMap {
             .or_else(|| find(&|m| *m == Match::Addr(server.ip())))
             .unwrap_or(OTHER)
     }
-
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.entries.iter().map(|(_, n)| n.as_str())
-    }
 }
 
 #[cfg(test)]

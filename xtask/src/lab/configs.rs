@@ -16,15 +16,18 @@ pub fn certificates(out: &Path) -> anyhow::Result<()> {
         c.args(args).current_dir(out);
         cmd::run(&mut c).context("openssl (the lab's certificates)")
     };
-    openssl(&[
-        "ecparam",
-        "-name",
-        "prime256v1",
-        "-genkey",
-        "-noout",
-        "-out",
-        "ca.key",
-    ])?;
+    let ec_key = |name: &str| {
+        openssl(&[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            name,
+        ])
+    };
+    ec_key("ca.key")?;
     openssl(&[
         "req",
         "-x509",
@@ -42,15 +45,7 @@ pub fn certificates(out: &Path) -> anyhow::Result<()> {
         "-out",
         "ca.pem",
     ])?;
-    openssl(&[
-        "ecparam",
-        "-name",
-        "prime256v1",
-        "-genkey",
-        "-noout",
-        "-out",
-        "ingress.key",
-    ])?;
+    ec_key("ingress.key")?;
     openssl(&[
         "req",
         "-new",
