@@ -48,7 +48,9 @@ pub struct Exchange {
     pub phase: u8,
     /// Bits of [`exchange_flag`].
     pub flags: u8,
-    pub _pad: [u8; 6],
+    // Integers, not `[u8; 6]`: see FlowKey's padding.
+    pub _pad: u16,
+    pub _pad2: u32,
 }
 
 /// TCP handshake times (0 when not seen).

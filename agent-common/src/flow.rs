@@ -64,7 +64,10 @@ pub struct FlowKey {
     pub port_a: u16,
     pub port_b: u16,
     pub proto: u8,
-    pub _pad: [u8; 3],
+    // Integers, not `[u8; 3]`: rustc zeroes an array with a memset, which the BPF backend
+    // turns into a call to a byte loop on every packet.
+    pub _pad: u8,
+    pub _pad2: u16,
 }
 
 impl FlowKey {
@@ -93,7 +96,8 @@ impl FlowKey {
                 port_a,
                 port_b,
                 proto,
-                _pad: [0; 3],
+                _pad: 0,
+                _pad2: 0,
             },
             side,
         )

@@ -28,7 +28,8 @@ fn flow_key_has_no_padding() {
         port_a: u16,
         port_b: u16,
         proto: u8,
-        _pad: [u8; 3]
+        _pad: u8,
+        _pad2: u16
     });
     assert_eq!(size_of::<FlowKey>(), 44);
 }
@@ -148,7 +149,8 @@ fn exchange_records_have_no_padding() {
         seq: u32,
         phase: u8,
         flags: u8,
-        _pad: [u8; 6],
+        _pad: u16,
+        _pad2: u32,
     });
     assert_no_padding!(Handshake {
         syn_ns: u64,

@@ -13,7 +13,11 @@ use aya_ebpf::{
     programs::TcContext,
 };
 
-use crate::{counters::bump, parse::Packet};
+use crate::{
+    counters::bump,
+    mem::{put, put_addr},
+    parse::Packet,
+};
 
 /// Default size; the loader overrides it from `--ringbuf-bytes`.
 #[map(name = "EVENTS")]
@@ -62,22 +66,24 @@ fn submit_flags() -> u64 {
     BPF_RB_NO_WAKEUP as u64
 }
 
-// Field-by-field copies. A struct assignment into ring-buffer memory (alignment unknown to
-// LLVM) becomes a byte-at-a-time loop, which costs cycles and, in the verifier, explodes into
-// states: replay mode hit the one-million-instruction limit that way.
+// Field-by-field copies. A struct assignment into ring-buffer memory becomes a memmove, i.e. a
+// byte-at-a-time loop (see mem.rs), which costs cycles and, in the verifier, explodes into
+// states: replay mode hit the one-million-instruction limit that way. Arrays and zeroes go
+// through `put` for the same reason.
 
 /// # Safety
 /// Both pointers valid for a `FlowKey`.
 #[inline(always)]
 unsafe fn copy_key(dst: *mut FlowKey, src: &FlowKey) {
     unsafe {
-        (*dst).addr_a = src.addr_a;
-        (*dst).addr_b = src.addr_b;
+        put_addr(&raw mut (*dst).addr_a, &src.addr_a);
+        put_addr(&raw mut (*dst).addr_b, &src.addr_b);
         (*dst).ifindex = src.ifindex;
         (*dst).port_a = src.port_a;
         (*dst).port_b = src.port_b;
         (*dst).proto = src.proto;
-        (*dst)._pad = [0; 3];
+        put(&raw mut (*dst)._pad, 0);
+        put(&raw mut (*dst)._pad2, 0);
     }
 }
 
@@ -98,7 +104,8 @@ unsafe fn copy_exchange(dst: *mut Exchange, src: *const Exchange) {
         (*dst).seq = (*src).seq;
         (*dst).phase = (*src).phase;
         (*dst).flags = (*src).flags;
-        (*dst)._pad = [0; 6];
+        put(&raw mut (*dst)._pad, 0);
+        put(&raw mut (*dst)._pad2, 0);
     }
 }
 
@@ -125,9 +132,9 @@ pub fn exchange(st: *const FlowState, key: &FlowKey, end: u8) {
         (*r).kind = record_kind::EXCHANGE;
         (*r).end = end;
         (*r).client = (*st).client;
-        (*r)._pad = 0;
+        put(&raw mut (*r)._pad, 0);
         copy_key(&raw mut (*r).key, key);
-        (*r)._pad2 = 0;
+        put(&raw mut (*r)._pad2, 0);
         copy_exchange(&raw mut (*r).exchange, &raw const (*st).exchange);
         copy_handshake(&raw mut (*r).handshake, &raw const (*st).handshake);
     }
@@ -252,7 +259,7 @@ pub fn syn(ctx: &TcContext, pkt: &Packet, key: &FlowKey, side: Side, ts_ns: u64)
         (*r).window = pkt.window;
         copy_key(&raw mut (*r).key, key);
         (*r).ttl = pkt.ttl;
-        (*r)._pad = 0;
+        put(&raw mut (*r)._pad, 0);
         (*r).ts_ns = ts_ns;
         let mut copied = 0usize;
         for i in 0..TCP_OPTIONS_MAX {

@@ -115,7 +115,8 @@ static ZERO_FLOW: FlowState = FlowState {
         seq: 0,
         phase: 0,
         flags: 0,
-        _pad: [0; 6],
+        _pad: 0,
+        _pad2: 0,
     },
     handshake: agent_common::Handshake {
         syn_ns: 0,

@@ -12,6 +12,7 @@ mod atomic;
 mod counters;
 mod events;
 mod flow;
+mod mem;
 mod parse;
 mod tcp;
 mod time;

@@ -13,10 +13,12 @@ use agent_common::{
     Side, HELLOS_MAX, HELLO_MAX,
 };
 use aya_ebpf::programs::TcContext;
+use core::mem::MaybeUninit;
 
 use crate::{
     counters::{bump, bump_by},
     events::{self, Capture},
+    mem::put,
     parse::Packet,
 };
 
@@ -145,16 +147,19 @@ unsafe fn on_syn(
             }
             let ex = &raw mut (*st).exchange;
             (*ex).phase = phase::IDLE;
-            (*ex).flags = 0;
-            (*ex).seq = 0;
+            put(&raw mut (*ex).flags, 0);
+            put(&raw mut (*ex).seq, 0);
             (*st).handshake.syn_ns = now;
-            (*st).handshake.synack_ns = 0;
-            (*st).handshake.ack_ns = 0;
-            (*st).seq_known = 0;
-            (*st).hole = [[0; 2]; 2];
-            (*st).hellos = 0;
-            (*st).hello_want = 0;
-            (*st).hello_got = 0;
+            put(&raw mut (*st).handshake.synack_ns, 0);
+            put(&raw mut (*st).handshake.ack_ns, 0);
+            put(&raw mut (*st).seq_known, 0);
+            put(&raw mut (*st).hole[0][0], 0);
+            put(&raw mut (*st).hole[0][1], 0);
+            put(&raw mut (*st).hole[1][0], 0);
+            put(&raw mut (*st).hole[1][1], 0);
+            put(&raw mut (*st).hellos, 0);
+            put(&raw mut (*st).hello_want, 0);
+            put(&raw mut (*st).hello_got, 0);
         } else {
             (*st).handshake.synack_ns = now;
         }
@@ -166,10 +171,12 @@ unsafe fn on_syn(
 }
 
 /// Copies the first PREFIX payload bytes into `out`, for protocol sniffing. False if the payload is
-/// shorter or cannot be read (then we simply do not sniff). An out-parameter rather than an
-/// `Option<[u8; 5]>`: LLVM packs the latter into a register in ways the verifier rejects.
+/// shorter or cannot be read (then we simply do not sniff, and `out` stays uninitialised). An
+/// out-parameter rather than an `Option<[u8; 6]>`: LLVM packs the latter into a register in
+/// ways the verifier rejects. Uninitialised rather than zeroed: zeroing a byte array is a
+/// memset call in BPF (see mem.rs).
 #[inline(always)]
-fn payload_prefix(ctx: &TcContext, pkt: &Packet, out: &mut [u8; PREFIX]) -> bool {
+fn payload_prefix(ctx: &TcContext, pkt: &Packet, out: &mut MaybeUninit<[u8; PREFIX]>) -> bool {
     if pkt.payload_len < PREFIX as u32 {
         return false;
     }
@@ -184,11 +191,11 @@ fn payload_prefix(ctx: &TcContext, pkt: &Packet, out: &mut [u8; PREFIX]) -> bool
             )
         };
         let (w, h) = (w.to_ne_bytes(), h.to_ne_bytes());
-        *out = [w[0], w[1], w[2], w[3], h[0], h[1]];
+        out.write([w[0], w[1], w[2], w[3], h[0], h[1]]);
         return true;
     }
     // Not in the linear area (a paged skb): copy, with a constant length for the verifier.
-    // SAFETY: `out` has 5 bytes.
+    // SAFETY: `out` has PREFIX bytes; the helper writes all of them (zeroes on failure).
     let rc = unsafe {
         aya_ebpf::helpers::bpf_skb_load_bytes(
             ctx.skb.skb as *const _,
@@ -215,8 +222,9 @@ fn starts_with_http(ctx: &TcContext, pkt: &Packet) -> bool {
         return word == u32::from_ne_bytes(*b"HTTP")
             && unsafe { *((start + 4) as *const u8) } == b'/';
     }
-    let mut p = [0u8; PREFIX];
-    payload_prefix(ctx, pkt, &mut p) && &p[..5] == b"HTTP/"
+    let mut p = MaybeUninit::uninit();
+    // SAFETY: read only once payload_prefix has filled it.
+    payload_prefix(ctx, pkt, &mut p) && unsafe { &p.assume_init_ref()[..5] } == b"HTTP/"
 }
 
 /// Whether a payload starts like an HTTP/1.x request line.
@@ -241,9 +249,11 @@ unsafe fn client_data(
     unsafe {
         let ex = &raw mut (*st).exchange;
         let len = fresh as u64;
-        let mut p = [0u8; PREFIX];
-        let sniffed = payload_prefix(ctx, pkt, &mut p);
-        let starts_head = sniffed && is_http_method(&p);
+        let mut prefix = MaybeUninit::uninit();
+        let sniffed = payload_prefix(ctx, pkt, &mut prefix);
+        // Not read unless `sniffed`: then payload_prefix has filled it.
+        let p: *const [u8; PREFIX] = prefix.as_ptr();
+        let starts_head = sniffed && is_http_method(&*p);
         let cap = events::head_capture_len();
         let turn_offset;
         if (*ex).phase != phase::REQUEST {
@@ -277,11 +287,11 @@ unsafe fn client_data(
             (*ex).req_last_ns = now;
             (*ex).req_bytes = len;
             (*ex).req_packets = 1;
-            (*ex).resp_first_ns = 0;
-            (*ex).resp_last_ns = 0;
-            (*ex).resp_bytes = 0;
-            (*ex).resp_packets = 0;
-            (*ex).resp_psh = 0;
+            put(&raw mut (*ex).resp_first_ns, 0);
+            put(&raw mut (*ex).resp_last_ns, 0);
+            put(&raw mut (*ex).resp_bytes, 0);
+            put(&raw mut (*ex).resp_packets, 0);
+            put(&raw mut (*ex).resp_psh, 0);
             (*ex).phase = phase::REQUEST;
             (*ex).flags &= exchange_flag::TLS;
             turn_offset = 0;
@@ -303,6 +313,7 @@ unsafe fn client_data(
         // a HelloRetryRequest (behind a ChangeCipherSpec record), or one inside a tunnel that a
         // SOCKS or CONNECT exchange opened. Bounded per flow.
         if sniffed && (*st).hellos < HELLOS_MAX && (*st).hello_got >= (*st).hello_want {
+            let p = &*p;
             let want = if p[0] == TLS_HANDSHAKE && p[1] == TLS_MAJOR && p[5] == TLS_CLIENT_HELLO {
                 5 + u16::from_be_bytes([p[3], p[4]]) as u32
             } else if p[0] == TLS_CHANGE_CIPHER_SPEC && p[1] == TLS_MAJOR && p[3] == 0 && p[4] == 1
@@ -314,7 +325,7 @@ unsafe fn client_data(
             };
             if want != 0 {
                 (*st).hellos += 1;
-                (*st).hello_got = 0;
+                put(&raw mut (*st).hello_got, 0);
                 (*st).hello_want = if want > HELLO_MAX {
                     HELLO_MAX as u16
                 } else {
@@ -394,10 +405,10 @@ unsafe fn server_data(
                 // The server spoke first (a banner, or we joined mid-flow): an exchange with no
                 // request.
                 (*ex).seq = (*ex).seq.wrapping_add(1);
-                (*ex).req_first_ns = 0;
-                (*ex).req_last_ns = 0;
-                (*ex).req_bytes = 0;
-                (*ex).req_packets = 0;
+                put(&raw mut (*ex).req_first_ns, 0);
+                put(&raw mut (*ex).req_last_ns, 0);
+                put(&raw mut (*ex).req_bytes, 0);
+                put(&raw mut (*ex).req_packets, 0);
                 (*ex).flags &= exchange_flag::TLS;
             }
             (*ex).resp_first_ns = now;

@@ -59,7 +59,8 @@ fn exchange(seq: u32, req_bytes: u64, resp_bytes: u64, end: u8) -> Event {
             seq,
             phase: phase::RESPONSE,
             flags: 0,
-            _pad: [0; 6],
+            _pad: 0,
+            _pad2: 0,
         },
         handshake: Handshake::default(),
     })

@@ -102,3 +102,62 @@ fn raise_memlock_limit() {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use object::{Object as _, ObjectSection as _, ObjectSymbol as _, RelocationTarget};
+
+    /// The compiler's memory functions, which the BPF backend calls as byte-at-a-time loops
+    /// instead of expanding them (see agent-ebpf/src/mem.rs).
+    const MEM_FUNCTIONS: [&str; 5] = ["memset", "memcpy", "memmove", "memcmp", "bcmp"];
+
+    #[test]
+    fn programs_call_no_byte_loop_memory_functions() {
+        let file = object::File::parse(super::OBJECT).expect("the embedded object is ELF");
+        let mut calls = Vec::new();
+        for section in file.sections() {
+            for (offset, reloc) in section.relocations() {
+                let RelocationTarget::Symbol(index) = reloc.target() else {
+                    continue;
+                };
+                let Ok(symbol) = file.symbol_by_index(index) else {
+                    continue;
+                };
+                let name = symbol.name().unwrap_or_default();
+                if MEM_FUNCTIONS.contains(&name) {
+                    calls.push(format!(
+                        "{} at {offset:#x} calls {name}",
+                        section.name().unwrap_or("?")
+                    ));
+                }
+            }
+        }
+        assert!(
+            calls.is_empty(),
+            "the eBPF object calls memory functions (use mem::put or split the store): {calls:#?}"
+        );
+    }
+
+    #[test]
+    fn the_check_sees_named_relocations() {
+        // The test above passes vacuously if it cannot name relocation targets. The memory
+        // functions are global symbols, like the maps the programs reference: those must show.
+        let file = object::File::parse(super::OBJECT).expect("the embedded object is ELF");
+        let seen = file.sections().any(|section| {
+            section
+                .relocations()
+                .any(|(_, reloc)| match reloc.target() {
+                    RelocationTarget::Symbol(index) => file
+                        .symbol_by_index(index)
+                        .ok()
+                        .and_then(|s| s.name().ok())
+                        .is_some_and(|name| name == "FLOWS"),
+                    _ => false,
+                })
+        });
+        assert!(
+            seen,
+            "no relocation naming the FLOWS map found in the object"
+        );
+    }
+}

@@ -23,6 +23,9 @@ pub struct BenchArgs {
     /// 10000].
     #[arg(long)]
     samples: Option<u32>,
+    /// Only the Siphon scenarios whose name contains this text (baselines always run).
+    #[arg(long)]
+    only: Option<String>,
 }
 
 pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
@@ -47,6 +50,9 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         if let Some(v) = value {
             bench.arg(flag).arg(v.to_string());
         }
+    }
+    if let Some(only) = &args.only {
+        bench.arg("--only").arg(only);
     }
     run(&mut bench)
 }

@@ -73,8 +73,8 @@ const DRAIN_EVERY: u32 = 64;
 
 /// `siphon run`'s defaults: the LRU's size shapes its cost, the head capture length the copy's.
 const MAX_FLOWS: u32 = 131_072;
-const HEAD_CAPTURE_BYTES: u32 = 1024;
-const RINGBUF_BYTES: u32 = 8 << 20;
+const HEAD_CAPTURE_BYTES: u32 = 64;
+const RINGBUF_BYTES: u32 = 1 << 20;
 
 /// Per-packet budget on flows that already exist (ACKs, data inside a turn).
 const TARGET_EXISTING_FLOW_NS: f64 = 100.0;
@@ -96,13 +96,22 @@ struct Args {
     /// Timed single repetitions (repeat=1 calls) in one single run.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     samples: u32,
+    /// Measure only the Siphon scenarios whose name contains this text (the baselines always
+    /// run): for profiling one path, e.g. under `perf record`.
+    #[arg(long)]
+    only: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let pinned = pin_to_one_cpu();
     let mut kernel = Kernel::load()?;
-    let cases = cases();
+    let cases: Vec<Case> = cases()
+        .into_iter()
+        .filter(|case| {
+            case.prog != Prog::Siphon || args.only.as_ref().is_none_or(|o| case.name.contains(o))
+        })
+        .collect();
     print_header(&args, pinned);
 
     for case in &cases {
