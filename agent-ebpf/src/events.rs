@@ -120,7 +120,9 @@ unsafe fn copy_handshake(dst: *mut Handshake, src: *const Handshake) {
     }
 }
 
-#[inline(always)]
+/// Out of line (a BPF subprogram), like the other paths that run a few times per connection:
+/// the per-packet code stays compact (20 KiB of BPF per program instead of 26).
+#[inline(never)]
 pub fn exchange(st: *const FlowState, key: &FlowKey, end: u8) {
     let Some(mut entry) = EVENTS.reserve::<ExchangeRecord>(0) else {
         bump(KernelCounter::LossRingbufFull);
@@ -145,6 +147,8 @@ pub fn exchange(st: *const FlowState, key: &FlowKey, end: u8) {
 pub struct Capture {
     /// One of `payload_what`.
     pub what: u8,
+    /// The sender of the segment.
+    pub side: Side,
     pub seq: u32,
     pub ts_ns: u64,
     pub turn_offset: u64,
@@ -158,9 +162,17 @@ pub struct Capture {
 impl Capture {
     /// A capture of segment payload that ends no exchange.
     #[inline(always)]
-    pub fn new(what: u8, seq: u32, ts_ns: u64, turn_offset: u64, limit: u32) -> Capture {
+    pub fn new(
+        what: u8,
+        side: Side,
+        seq: u32,
+        ts_ns: u64,
+        turn_offset: u64,
+        limit: u32,
+    ) -> Capture {
         Capture {
             what,
+            side,
             seq,
             ts_ns,
             turn_offset,
@@ -177,9 +189,8 @@ pub fn payload(
     ctx: &TcContext,
     pkt: &Packet,
     key: &FlowKey,
-    side: Side,
     st: *const FlowState,
-    c: Capture,
+    c: &Capture,
 ) -> u32 {
     let mut n = if pkt.payload_len < c.limit {
         pkt.payload_len
@@ -210,7 +221,7 @@ pub fn payload(
         let r = entry.as_mut_ptr();
         (*r).kind = record_kind::PAYLOAD;
         (*r).what = c.what;
-        (*r).side = side as u8;
+        (*r).side = c.side as u8;
         (*r).prev_end = c.prev_end;
         (*r).client = (*st).client;
         if c.prev_end != 0 {
@@ -239,7 +250,7 @@ pub fn payload(
     n
 }
 
-#[inline(always)]
+#[inline(never)]
 pub fn syn(ctx: &TcContext, pkt: &Packet, key: &FlowKey, side: Side, ts_ns: u64) {
     let Some(mut entry) = EVENTS.reserve::<SynRecord>(0) else {
         bump(KernelCounter::LossRingbufFull);

@@ -130,7 +130,8 @@ static ZERO_FLOW: FlowState = FlowState {
 };
 
 /// Inserts a zeroed flow and returns it; another CPU may have inserted it first, which is fine.
-#[inline(always)]
+/// Out of line: once per flow.
+#[inline(never)]
 // By reference on purpose: by value would copy 176 bytes onto the 512-byte BPF stack.
 #[allow(clippy::needless_borrows_for_generic_args)]
 fn create(key: &FlowKey, side: Side, pkt: &Packet, now: u64) -> Option<*mut FlowState> {

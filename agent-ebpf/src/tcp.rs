@@ -141,25 +141,7 @@ unsafe fn on_syn(
 ) {
     unsafe {
         if pkt.tcp_flags & tcp_flag::ACK == 0 {
-            // A new connection, possibly on a tuple we saw before: close out what was open.
-            if (*st).exchange.phase != phase::IDLE {
-                events::exchange(st, key, exchange_end::IDLE);
-            }
-            let ex = &raw mut (*st).exchange;
-            (*ex).phase = phase::IDLE;
-            put(&raw mut (*ex).flags, 0);
-            put(&raw mut (*ex).seq, 0);
-            (*st).handshake.syn_ns = now;
-            put(&raw mut (*st).handshake.synack_ns, 0);
-            put(&raw mut (*st).handshake.ack_ns, 0);
-            put(&raw mut (*st).seq_known, 0);
-            put(&raw mut (*st).hole[0][0], 0);
-            put(&raw mut (*st).hole[0][1], 0);
-            put(&raw mut (*st).hole[1][0], 0);
-            put(&raw mut (*st).hole[1][1], 0);
-            put(&raw mut (*st).hellos, 0);
-            put(&raw mut (*st).hello_want, 0);
-            put(&raw mut (*st).hello_got, 0);
+            new_connection(st, key, now);
         } else {
             (*st).handshake.synack_ns = now;
         }
@@ -168,6 +150,32 @@ unsafe fn on_syn(
         (*st).seq_known |= 1u8 << side as u8;
     }
     events::syn(ctx, pkt, key, side, now);
+}
+
+/// A SYN opens a new connection, possibly on a tuple we saw before: close out what was open
+/// and start the flow's conversation state afresh (its counters keep counting).
+#[inline(never)]
+unsafe fn new_connection(st: *mut FlowState, key: &FlowKey, now: u64) {
+    unsafe {
+        if (*st).exchange.phase != phase::IDLE {
+            events::exchange(st, key, exchange_end::IDLE);
+        }
+        let ex = &raw mut (*st).exchange;
+        (*ex).phase = phase::IDLE;
+        put(&raw mut (*ex).flags, 0);
+        put(&raw mut (*ex).seq, 0);
+        (*st).handshake.syn_ns = now;
+        put(&raw mut (*st).handshake.synack_ns, 0);
+        put(&raw mut (*st).handshake.ack_ns, 0);
+        put(&raw mut (*st).seq_known, 0);
+        put(&raw mut (*st).hole[0][0], 0);
+        put(&raw mut (*st).hole[0][1], 0);
+        put(&raw mut (*st).hole[1][0], 0);
+        put(&raw mut (*st).hole[1][1], 0);
+        put(&raw mut (*st).hellos, 0);
+        put(&raw mut (*st).hello_want, 0);
+        put(&raw mut (*st).hello_got, 0);
+    }
 }
 
 /// Copies the first PREFIX payload bytes into `out`, for protocol sniffing. False if the payload is
@@ -268,13 +276,14 @@ unsafe fn client_data(
                 };
                 let capture = Capture {
                     what: payload_what::REQUEST_HEAD,
+                    side,
                     seq,
                     ts_ns: now,
                     turn_offset: 0,
                     limit: cap,
                     prev_end,
                 };
-                events::payload(ctx, pkt, key, side, st, capture);
+                events::payload(ctx, pkt, key, st, &capture);
                 if pkt.payload_len > cap {
                     bump(KernelCounter::EventHeadTruncated);
                 }
@@ -341,12 +350,13 @@ unsafe fn client_data(
             let want = ((*st).hello_want - (*st).hello_got) as u32;
             let capture = Capture::new(
                 payload_what::TLS_HELLO,
+                side,
                 (*ex).seq,
                 now,
                 (*st).hello_got as u64,
                 want,
             );
-            let got = events::payload(ctx, pkt, key, side, st, capture);
+            let got = events::payload(ctx, pkt, key, st, &capture);
             if got == 0 || (got < want && got < pkt.payload_len) {
                 // This segment did not fit in one record: the rest of the hello is lost.
                 bump(KernelCounter::EventHelloTruncated);
@@ -366,18 +376,25 @@ unsafe fn client_data(
             // The head continues in this segment (a client writing the head in pieces).
             let capture = Capture::new(
                 payload_what::REQUEST_MORE,
+                side,
                 (*ex).seq,
                 now,
                 turn_offset,
                 cap - turn_offset as u32,
             );
-            events::payload(ctx, pkt, key, side, st, capture);
+            events::payload(ctx, pkt, key, st, &capture);
             return;
         }
         if starts_head {
-            let capture =
-                Capture::new(payload_what::REQUEST_HEAD, (*ex).seq, now, turn_offset, cap);
-            events::payload(ctx, pkt, key, side, st, capture);
+            let capture = Capture::new(
+                payload_what::REQUEST_HEAD,
+                side,
+                (*ex).seq,
+                now,
+                turn_offset,
+                cap,
+            );
+            events::payload(ctx, pkt, key, st, &capture);
             if pkt.payload_len > cap {
                 bump(KernelCounter::EventHeadTruncated);
             }
@@ -436,18 +453,19 @@ unsafe fn server_data(
             let cap = events::head_capture_len();
             let capture = Capture::new(
                 payload_what::RESPONSE_HEAD,
+                side,
                 (*ex).seq,
                 now,
                 turn_offset,
                 cap,
             );
-            events::payload(ctx, pkt, key, side, st, capture);
+            events::payload(ctx, pkt, key, st, &capture);
             (*ex).flags |= exchange_flag::HTTP_RESPONSE;
         }
     }
 }
 
-#[inline(always)]
+#[inline(never)]
 unsafe fn on_close(st: *mut FlowState, key: &FlowKey, from_client: bool, flags: u8) {
     unsafe {
         let ex = &raw mut (*st).exchange;
