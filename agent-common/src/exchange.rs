@@ -119,9 +119,15 @@ pub mod payload_what {
     pub const REQUEST_MORE: u8 = 4;
 }
 
+/// Room for captured bytes in a payload record, by size class: the kernel reserves the
+/// smallest class that holds a capture, so a 150-byte head takes 400 bytes of ring, not 2.2 KiB,
+/// and a ring holds as many records as their bytes allow.
+pub const CAPTURE_CLASSES: [usize; 4] = [256, 512, 1024, CAPTURE_MAX];
+
+/// The fixed part of a payload record; its captured bytes follow it in the same record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PayloadRecord {
+pub struct PayloadHeader {
     /// [`record_kind::PAYLOAD`].
     pub kind: u32,
     /// One of [`payload_what`].
@@ -149,7 +155,15 @@ pub struct PayloadRecord {
     /// Valid when `prev_end != 0`.
     pub prev: Exchange,
     pub handshake: Handshake,
-    pub data: [u8; CAPTURE_MAX],
+}
+
+/// A payload record with room for `N` captured bytes, `N` one of [`CAPTURE_CLASSES`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PayloadRecord<const N: usize> {
+    pub header: PayloadHeader,
+    /// The first `header.captured` bytes are valid.
+    pub data: [u8; N],
 }
 
 /// Largest TCP options block.

@@ -167,7 +167,7 @@ fn exchange_records_have_no_padding() {
         exchange: Exchange,
         handshake: Handshake,
     });
-    assert_no_padding!(PayloadRecord {
+    assert_no_padding!(PayloadHeader {
         kind: u32,
         what: u8,
         side: u8,
@@ -181,8 +181,21 @@ fn exchange_records_have_no_padding() {
         captured: u32,
         prev: Exchange,
         handshake: Handshake,
-        data: [u8; CAPTURE_MAX],
     });
+    // The captured bytes follow the header directly in every size class.
+    assert_eq!(core::mem::size_of::<PayloadHeader>() % 8, 0);
+    assert_eq!(
+        core::mem::size_of::<PayloadRecord<256>>(),
+        core::mem::size_of::<PayloadHeader>() + 256
+    );
+    assert_eq!(
+        core::mem::size_of::<PayloadRecord<CAPTURE_MAX>>(),
+        core::mem::size_of::<PayloadHeader>() + CAPTURE_MAX
+    );
+    assert_eq!(CAPTURE_CLASSES.last(), Some(&CAPTURE_MAX));
+    assert!(CAPTURE_CLASSES
+        .windows(2)
+        .all(|w| w[0] < w[1] && w[0] % 8 == 0));
     assert_no_padding!(SynRecord {
         kind: u32,
         tcp_flags: u8,
@@ -197,6 +210,6 @@ fn exchange_records_have_no_padding() {
     });
     // Every record starts with its kind, so userspace can dispatch on the first u32.
     assert_eq!(core::mem::offset_of!(ExchangeRecord, kind), 0);
-    assert_eq!(core::mem::offset_of!(PayloadRecord, kind), 0);
+    assert_eq!(core::mem::offset_of!(PayloadHeader, kind), 0);
     assert_eq!(core::mem::offset_of!(SynRecord, kind), 0);
 }

@@ -58,7 +58,7 @@ mod user_pod {
     unsafe impl aya::Pod for IfaceSlot {}
     unsafe impl aya::Pod for ServicePortKey {}
     unsafe impl aya::Pod for ExchangeRecord {}
-    unsafe impl aya::Pod for PayloadRecord {}
+    unsafe impl aya::Pod for PayloadHeader {}
     unsafe impl aya::Pod for SynRecord {}
 }
 

@@ -4,7 +4,7 @@
 
 use agent_common::{
     record_kind, Exchange, ExchangeRecord, FlowKey, FlowState, Handshake, KernelCounter,
-    PayloadRecord, Side, SynRecord, CAPTURE_MAX, TCP_OPTIONS_MAX,
+    PayloadRecord, Side, SynRecord, CAPTURE_CLASSES, CAPTURE_MAX, TCP_OPTIONS_MAX,
 };
 use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -184,7 +184,10 @@ impl Capture {
 
 /// Copies up to `c.limit` bytes of the packet's payload into a payload record. Returns how many
 /// bytes were captured (0 when nothing could be recorded; the loss is counted).
-#[inline(always)]
+///
+/// Out of line (one BPF subprogram for its five callers): each of the four size classes below
+/// has its own copy of the record code.
+#[inline(never)]
 pub fn payload(
     ctx: &TcContext,
     pkt: &Packet,
@@ -200,40 +203,66 @@ pub fn payload(
     if n > CAPTURE_MAX as u32 {
         n = CAPTURE_MAX as u32;
     }
+    // The smallest size class that holds the capture: the ring holds more records, and the
+    // reserve does not pass over kilobytes of unwritten ring memory.
+    const SMALL: usize = CAPTURE_CLASSES[0];
+    const MEDIUM: usize = CAPTURE_CLASSES[1];
+    const LARGE: usize = CAPTURE_CLASSES[2];
     if n == 0 {
-        return 0;
+        0
+    } else if n <= SMALL as u32 {
+        capture::<SMALL>(ctx, pkt, key, st, c, n)
+    } else if n <= MEDIUM as u32 {
+        capture::<MEDIUM>(ctx, pkt, key, st, c, n)
+    } else if n <= LARGE as u32 {
+        capture::<LARGE>(ctx, pkt, key, st, c, n)
+    } else {
+        capture::<CAPTURE_MAX>(ctx, pkt, key, st, c, n)
     }
-    let Some(mut entry) = EVENTS.reserve::<PayloadRecord>(0) else {
+}
+
+/// One payload record with room for `N` bytes, holding the first `n` (1 <= n <= N).
+#[inline(always)]
+fn capture<const N: usize>(
+    ctx: &TcContext,
+    pkt: &Packet,
+    key: &FlowKey,
+    st: *const FlowState,
+    c: &Capture,
+    n: u32,
+) -> u32 {
+    let Some(mut entry) = EVENTS.reserve::<PayloadRecord<N>>(0) else {
         bump(KernelCounter::LossRingbufFull);
         return 0;
     };
-    // LLVM knows 1 <= n <= CAPTURE_MAX from the checks above and may drop or move them, leaving
-    // the verifier without a bound on the helper's length. Passing n through black_box hides
-    // the value from LLVM, so the check below stays, on the register the helper gets.
+    // LLVM knows 1 <= n <= N from the caller's checks and may drop or move them, leaving the
+    // verifier without a bound on the helper's length. Passing n through black_box hides the
+    // value from LLVM, so the check below stays, on the register the helper gets.
     let n = core::hint::black_box(n);
-    if n == 0 || n > CAPTURE_MAX as u32 {
+    if n == 0 || n > N as u32 {
         entry.discard(0);
         return 0;
     }
-    // SAFETY: the entry is ours until submitted or discarded; `data` has CAPTURE_MAX bytes and
-    // 1 <= n <= CAPTURE_MAX.
+    // SAFETY: the entry is ours until submitted or discarded; `data` has N bytes and
+    // 1 <= n <= N.
     let loaded = unsafe {
         let r = entry.as_mut_ptr();
-        (*r).kind = record_kind::PAYLOAD;
-        (*r).what = c.what;
-        (*r).side = c.side as u8;
-        (*r).prev_end = c.prev_end;
-        (*r).client = (*st).client;
+        let h = &raw mut (*r).header;
+        (*h).kind = record_kind::PAYLOAD;
+        (*h).what = c.what;
+        (*h).side = c.side as u8;
+        (*h).prev_end = c.prev_end;
+        (*h).client = (*st).client;
         if c.prev_end != 0 {
-            copy_exchange(&raw mut (*r).prev, &raw const (*st).exchange);
-            copy_handshake(&raw mut (*r).handshake, &raw const (*st).handshake);
+            copy_exchange(&raw mut (*h).prev, &raw const (*st).exchange);
+            copy_handshake(&raw mut (*h).handshake, &raw const (*st).handshake);
         }
-        copy_key(&raw mut (*r).key, key);
-        (*r).seq = c.seq;
-        (*r).ts_ns = c.ts_ns;
-        (*r).turn_offset = c.turn_offset;
-        (*r).payload_len = pkt.payload_len;
-        (*r).captured = n;
+        copy_key(&raw mut (*h).key, key);
+        (*h).seq = c.seq;
+        (*h).ts_ns = c.ts_ns;
+        (*h).turn_offset = c.turn_offset;
+        (*h).payload_len = pkt.payload_len;
+        (*h).captured = n;
         aya_ebpf::helpers::bpf_skb_load_bytes(
             ctx.skb.skb as *const _,
             pkt.payload_off,

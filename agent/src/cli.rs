@@ -74,9 +74,10 @@ pub struct RunArgs {
     /// routes, statuses, timings, fingerprints, API-key hashes; never keys or payloads).
     #[arg(long, value_name = "PATH")]
     pub exchange_log: Option<std::path::PathBuf>,
-    /// Kernel ring-buffer size in bytes (power of two).
-    #[arg(long, default_value_t = 8 << 20, value_parser = parse_ringbuf_bytes)]
-    pub ringbuf_bytes: u32,
+    /// Kernel ring-buffer size in bytes (power of two). Default: 1 MiB per online CPU, rounded
+    /// up to a power of two, 2 MiB to 128 MiB.
+    #[arg(long, value_parser = parse_ringbuf_bytes)]
+    pub ringbuf_bytes: Option<u32>,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 }

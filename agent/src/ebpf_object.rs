@@ -29,6 +29,23 @@ impl LoadOptions {
     }
 }
 
+/// The ring's default size: 1 MiB per online CPU, rounded up to a power of two, 2 MiB to
+/// 128 MiB. Each CPU wakes the reader after [`WAKEUP_RECORDS`] records (at most 256 records of
+/// up to 2.2 KiB: 570 KiB), so every CPU can fill its share before the reader runs. No larger:
+/// the producers cycle through the whole ring, and a ring that stays in the caches makes each
+/// head capture cheaper (a 1 KiB head costs ~100 ns more to write into a cold 8 MiB ring than
+/// into a 2 MiB one on the bench machine, `cargo xtask bench`).
+pub fn default_ringbuf_bytes() -> u32 {
+    const PER_CPU: u32 = 1 << 20;
+    let cpus = aya::util::online_cpus()
+        .map(|cpus| cpus.len() as u32)
+        .unwrap_or(8);
+    cpus.saturating_mul(PER_CPU)
+        .checked_next_power_of_two()
+        .unwrap_or(128 << 20)
+        .clamp(2 << 20, 128 << 20)
+}
+
 /// Records per CPU after which the kernel wakes the reader early; fewer are found on its next
 /// timed poll. 256 records of ~2.3 KiB from each CPU stay well inside the default ring.
 const WAKEUP_RECORDS: u32 = 256;

@@ -1,7 +1,7 @@
 //! Ring-buffer records from the kernel, parsed from raw bytes. A record of the wrong size or of
 //! an unknown kind is a counted parse error, never a panic.
 
-use agent_common::{record_kind, ExchangeRecord, FlowKey, PayloadRecord, SynRecord};
+use agent_common::{record_kind, ExchangeRecord, FlowKey, PayloadHeader, SynRecord};
 
 /// A payload record without its fixed-size buffer: only the captured bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,8 +72,17 @@ pub fn parse(bytes: &[u8]) -> Result<Event, EventError> {
         record_kind::EXCHANGE => Ok(Event::Exchange(read_pod(bytes, kind)?)),
         record_kind::SYN => Ok(Event::Syn(read_pod(bytes, kind)?)),
         record_kind::PAYLOAD => {
-            let r: PayloadRecord = read_pod(bytes, kind)?;
-            let n = (r.captured as usize).min(r.data.len());
+            // The header, then the captured bytes in a record of the kernel's size class.
+            let r: PayloadHeader = read_pod(bytes, kind)?;
+            let data = &bytes[std::mem::size_of::<PayloadHeader>()..];
+            let n = r.captured as usize;
+            if n > data.len() {
+                return Err(EventError::BadSize {
+                    kind,
+                    got: bytes.len(),
+                    want: std::mem::size_of::<PayloadHeader>() + n,
+                });
+            }
             Ok(Event::Payload(Payload {
                 what: r.what,
                 side: r.side,
@@ -82,7 +91,7 @@ pub fn parse(bytes: &[u8]) -> Result<Event, EventError> {
                 ts_ns: r.ts_ns,
                 turn_offset: r.turn_offset,
                 payload_len: r.payload_len,
-                data: r.data[..n].to_vec(),
+                data: data[..n].to_vec(),
                 ends: (r.prev_end != 0).then(|| {
                     Box::new(ExchangeRecord {
                         kind: record_kind::EXCHANGE,
@@ -104,7 +113,7 @@ pub fn parse(bytes: &[u8]) -> Result<Event, EventError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use agent_common::{payload_what, CAPTURE_MAX};
+    use agent_common::{payload_what, PayloadRecord, CAPTURE_MAX};
 
     fn bytes_of<T>(v: &T) -> Vec<u8> {
         // SAFETY: test helper over repr(C) Pod structs.
@@ -114,38 +123,58 @@ mod tests {
         .to_vec()
     }
 
-    #[test]
-    fn payload_keeps_only_captured_bytes() {
+    fn payload_record<const N: usize>(captured: u32, data: &[u8]) -> PayloadRecord<N> {
         let mut r = PayloadRecord {
-            kind: record_kind::PAYLOAD,
-            what: payload_what::REQUEST_HEAD,
-            side: 0,
-            prev_end: 0,
-            client: 0,
-            key: FlowKey::default(),
-            seq: 3,
-            ts_ns: 42,
-            turn_offset: 0,
-            payload_len: 900,
-            captured: 5,
-            prev: Default::default(),
-            handshake: Default::default(),
-            data: [0u8; CAPTURE_MAX],
+            header: PayloadHeader {
+                kind: record_kind::PAYLOAD,
+                what: payload_what::REQUEST_HEAD,
+                side: 0,
+                prev_end: 0,
+                client: 0,
+                key: FlowKey::default(),
+                seq: 3,
+                ts_ns: 42,
+                turn_offset: 0,
+                payload_len: 900,
+                captured,
+                prev: Default::default(),
+                handshake: Default::default(),
+            },
+            data: [0u8; N],
         };
-        r.data[..5].copy_from_slice(b"GET /");
-        let Ok(Event::Payload(p)) = parse(&bytes_of(&r)) else {
+        r.data[..data.len()].copy_from_slice(data);
+        r
+    }
+
+    #[test]
+    fn payload_keeps_only_captured_bytes_in_every_size_class() {
+        for record in [
+            bytes_of(&payload_record::<256>(5, b"GET /")),
+            bytes_of(&payload_record::<CAPTURE_MAX>(5, b"GET /")),
+        ] {
+            let Ok(Event::Payload(p)) = parse(&record) else {
+                panic!("payload")
+            };
+            assert_eq!(
+                (p.seq, p.data.as_slice(), p.payload_len),
+                (3, &b"GET /"[..], 900)
+            );
+        }
+    }
+
+    #[test]
+    fn payload_claiming_more_than_its_record_is_an_error() {
+        // A captured length beyond the record is not trusted.
+        let r = payload_record::<256>(257, b"GET /");
+        assert!(matches!(
+            parse(&bytes_of(&r)),
+            Err(EventError::BadSize { .. })
+        ));
+        let full = payload_record::<256>(256, &[b'x'; 256]);
+        let Ok(Event::Payload(p)) = parse(&bytes_of(&full)) else {
             panic!("payload")
         };
-        assert_eq!(
-            (p.seq, p.data.as_slice(), p.payload_len),
-            (3, &b"GET /"[..], 900)
-        );
-        // A captured length beyond the buffer is clamped, not trusted.
-        r.captured = u32::MAX;
-        let Ok(Event::Payload(p)) = parse(&bytes_of(&r)) else {
-            panic!("payload")
-        };
-        assert_eq!(p.data.len(), CAPTURE_MAX);
+        assert_eq!(p.data.len(), 256);
     }
 
     #[test]

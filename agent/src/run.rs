@@ -101,7 +101,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         max_flows: args.max_flows,
         time_source: TimeSource::Monotonic,
         head_capture_bytes: args.pipeline.head_capture_bytes.unwrap_or(1024),
-        ringbuf_bytes: args.ringbuf_bytes,
+        ringbuf_bytes: args
+            .ringbuf_bytes
+            .unwrap_or_else(ebpf_object::default_ringbuf_bytes),
     })?;
     let (counters, mut flow_maps) = kernel_maps::take_all(&mut ebpf)?;
     let ring = RingBuf::try_from(

@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: the kernel program's cost per packet under BPF_PROG_TEST_RUN, next to
 //! a floor program and a minimal LRU flow counter measured in the same run. Figures, not a
 //! test: a missed target is flagged in the table and the command still succeeds. The method is
-//! described in agent/src/bin/siphon-bench.rs.
+//! described in agent/src/bin/siphon-bench/main.rs.
 
 use std::process::Command;
 
@@ -26,6 +26,9 @@ pub struct BenchArgs {
     /// Only the Siphon scenarios whose name contains this text (baselines always run).
     #[arg(long)]
     only: Option<String>,
+    /// Skip the live cross-check (real TCP through a veth pair in namespaces of the run).
+    #[arg(long)]
+    no_live: bool,
 }
 
 pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
@@ -50,6 +53,9 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         if let Some(v) = value {
             bench.arg(flag).arg(v.to_string());
         }
+    }
+    if args.no_live {
+        bench.arg("--no-live");
     }
     if let Some(only) = &args.only {
         bench.arg("--only").arg(only);

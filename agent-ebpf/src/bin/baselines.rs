@@ -1,4 +1,4 @@
-//! Reference programs for `cargo xtask bench` (agent/src/bin/siphon-bench.rs). They are never
+//! Reference programs for `cargo xtask bench` (agent/src/bin/siphon-bench/main.rs). They are never
 //! attached anywhere: the bench runs them under BPF_PROG_TEST_RUN next to `siphon_ingress`, so
 //! Siphon's per-packet cost is read against what any TC program costs on the same machine, in
 //! the same run.

@@ -41,6 +41,8 @@
 //! measured path emits, and each flow's state is checked after the warm-up, so a figure cannot
 //! silently come from another path. The kernel's loss counters are printed at the end.
 
+mod live;
+
 use std::{fmt::Write as _, time::Duration};
 
 use agent_common::{
@@ -66,15 +68,14 @@ const PROG_LRU: &str = "bench_lru_counter";
 /// TC_ACT_UNSPEC (-1) as the u32 the kernel reports.
 const PASS: u32 = u32::MAX;
 
-/// Samples between ring-buffer drains. The largest sample (a ClientHello with its handshake)
-/// emits about 2.5 KB, so at most ~160 KB is ever unread: far below the 1 MiB wake-up threshold
-/// and the 8 MiB buffer.
-const DRAIN_EVERY: u32 = 64;
+/// Samples between ring-buffer drains. The busiest sample (a ClientHello with its handshake)
+/// emits 4 records of ~2.5 KB in all, so at most 128 records (~80 KB) are ever unread: half the
+/// program's wake-up threshold (256 records per CPU) and a fraction of the (>= 2 MiB) buffer.
+const DRAIN_EVERY: u32 = 32;
 
 /// `siphon run`'s defaults: the LRU's size shapes its cost, the head capture length the copy's.
 const MAX_FLOWS: u32 = 131_072;
-const HEAD_CAPTURE_BYTES: u32 = 64;
-const RINGBUF_BYTES: u32 = 1 << 20;
+const HEAD_CAPTURE_BYTES: u32 = 1024;
 
 /// Per-packet budget on flows that already exist (ACKs, data inside a turn).
 const TARGET_EXISTING_FLOW_NS: f64 = 100.0;
@@ -100,6 +101,9 @@ struct Args {
     /// run): for profiling one path, e.g. under `perf record`.
     #[arg(long)]
     only: Option<String>,
+    /// Skip the live cross-check (real TCP through a veth pair, kernel run-time statistics).
+    #[arg(long)]
+    no_live: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -136,6 +140,9 @@ fn main() -> anyhow::Result<()> {
         .collect();
     print_table(&rows)?;
     print_kernel_counters(&kernel)?;
+    if !args.no_live {
+        live::cross_check().context("live cross-check (skip it with --no-live)")?;
+    }
     Ok(())
 }
 
@@ -412,7 +419,7 @@ impl Kernel {
         let mut siphon = ebpf_object::load(LoadOptions {
             max_flows: MAX_FLOWS,
             head_capture_bytes: HEAD_CAPTURE_BYTES,
-            ringbuf_bytes: RINGBUF_BYTES,
+            ringbuf_bytes: ebpf_object::default_ringbuf_bytes(),
             ..LoadOptions::for_tests()
         })?;
         let (counters, flows) = kernel_maps::take_all(&mut siphon)?;
@@ -794,6 +801,11 @@ fn print_header(args: &Args, pinned: Option<usize>) {
             Some(cpu) => format!("pinned to CPU {cpu}"),
             None => "not pinned".to_owned(),
         }
+    );
+    println!(
+        "siphon run's defaults: flow table {MAX_FLOWS} entries, head capture \
+         {HEAD_CAPTURE_BYTES} B, ring buffer {} KiB (1 MiB per online CPU)",
+        ebpf_object::default_ringbuf_bytes() >> 10
     );
     if read("/proc/sys/kernel/bpf_stats_enabled") == "1" {
         println!(
