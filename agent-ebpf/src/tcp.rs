@@ -235,6 +235,12 @@ fn starts_with_http(ctx: &TcContext, pkt: &Packet) -> bool {
     payload_prefix(ctx, pkt, &mut p) && unsafe { &p.assume_init_ref()[..5] } == b"HTTP/"
 }
 
+/// Whether a request line's method is one clients do not pipeline (POST, PATCH).
+#[inline(always)]
+fn is_unpipelined_method(p: &[u8; PREFIX]) -> bool {
+    matches!(&p[..4], b"POST" | b"PATC")
+}
+
 /// Whether a payload starts like an HTTP/1.x request line.
 #[inline(always)]
 fn is_http_method(p: &[u8; PREFIX]) -> bool {
@@ -306,6 +312,9 @@ unsafe fn client_data(
             turn_offset = 0;
             if starts_head {
                 (*ex).flags |= exchange_flag::HTTP_REQUEST;
+                if !is_unpipelined_method(&*p) {
+                    (*ex).flags |= exchange_flag::MAY_PIPELINE;
+                }
                 if pkt.payload_len > cap {
                     (*ex).flags |= exchange_flag::HEAD_TRUNCATED;
                 }
@@ -386,6 +395,8 @@ unsafe fn client_data(
             return;
         }
         if starts_head {
+            // A second request in the same turn: pipelining, whatever the method.
+            (*ex).flags |= exchange_flag::MAY_PIPELINE;
             let capture = Capture::new(
                 payload_what::REQUEST_HEAD,
                 side,
@@ -445,8 +456,13 @@ unsafe fn server_data(
                 (*ex).resp_last_ns = now;
             }
         }
-        // Only HTTP exchanges look for response heads: the check costs a load per segment.
-        if (*ex).flags & exchange_flag::HTTP_REQUEST == 0 {
+        // Only HTTP exchanges look for response heads, at the start of the server's turn, and
+        // past it only after requests that may have been pipelined: the check costs a load on
+        // every segment, a helper call where the payload is paged.
+        let flags = (*ex).flags;
+        if flags & exchange_flag::HTTP_REQUEST == 0
+            || (turn_offset != 0 && flags & exchange_flag::MAY_PIPELINE == 0)
+        {
             return;
         }
         if starts_with_http(ctx, pkt) {

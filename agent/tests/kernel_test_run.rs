@@ -4,8 +4,11 @@
 
 use std::collections::HashMap;
 
-use agent_common::{names, FlowKey, FlowState, IfaceCounters, KernelCounter, Side};
+use agent_common::{
+    exchange_flag, names, payload_what, FlowKey, FlowState, IfaceCounters, KernelCounter, Side,
+};
 use aya::{
+    maps::{MapData, RingBuf},
     programs::{SchedClassifier, TestRun as _, TestRunOptions},
     Ebpf,
 };
@@ -22,6 +25,7 @@ struct Harness {
     ebpf: Ebpf,
     counters: CounterMaps,
     flows: FlowMaps,
+    events: RingBuf<MapData>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -37,11 +41,27 @@ impl Harness {
         let mut ebpf =
             ebpf_object::load(LoadOptions::for_tests()).expect("load eBPF object (are you root?)");
         let (counters, flows) = kernel_maps::take_all(&mut ebpf).expect("maps");
+        let events = ebpf.take_map(names::MAP_EVENTS).expect("EVENTS map");
+        let events = RingBuf::try_from(events).expect("EVENTS is a ring buffer");
         Harness {
             ebpf,
             counters,
             flows,
+            events,
         }
+    }
+
+    /// The payload records emitted since the last call: (what, turn offset).
+    fn payload_records(&mut self) -> Vec<(u8, u64)> {
+        let mut out = Vec::new();
+        while let Some(record) = self.events.next() {
+            if let Ok(siphon_agent::events::Event::Payload(p)) =
+                siphon_agent::events::parse(&record)
+            {
+                out.push((p.what, p.turn_offset));
+            }
+        }
+        out
     }
 
     fn run(&mut self, prog: &str, frame: &[u8]) -> u32 {
@@ -586,4 +606,81 @@ fn reordered_segments_are_new_data_and_repeats_are_not() {
         (head.len() + body.len()) as u64,
         "both segments, once each"
     );
+}
+
+/// A client request, then a server turn of two segments that both start with a status line
+/// (two pipelined responses, or a 1xx and its final response).
+fn request_then_two_status_lines(h: &mut Harness, client_port: u16, request: &[u8]) -> usize {
+    let client = |seq: u32, syn: bool, payload: &[u8]| {
+        let b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4([10, 9, 0, 1], [10, 9, 0, 2], 64);
+        let b = if syn {
+            b.tcp(client_port, 8000, seq, 64240).syn()
+        } else {
+            b.tcp(client_port, 8000, seq, 64240).ack(5000).psh()
+        };
+        let mut v = Vec::new();
+        b.write(&mut v, payload).expect("write");
+        v
+    };
+    let server = |seq: u32, payload: &[u8]| {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(MAC_B, MAC_A)
+            .ipv4([10, 9, 0, 2], [10, 9, 0, 1], 64)
+            .tcp(8000, client_port, seq, 64240)
+            .ack(2000)
+            .psh()
+            .write(&mut v, payload)
+            .expect("write");
+        v
+    };
+    let first = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let second = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+    h.delta(&client(999, true, &[]));
+    h.delta(&client(1000, false, request));
+    h.delta(&server(5000, first));
+    h.delta(&server(5000 + first.len() as u32, second));
+    first.len()
+}
+
+#[test]
+#[ignore = "privileged: loads eBPF; run with `cargo xtask test`"]
+fn response_heads_past_the_turn_start_only_after_pipelinable_requests() {
+    let mut h = Harness::new();
+    let get =
+        b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n";
+    let first_len = request_then_two_status_lines(&mut h, 43000, get);
+    let heads: Vec<(u8, u64)> = h
+        .payload_records()
+        .into_iter()
+        .filter(|(what, _)| *what == payload_what::RESPONSE_HEAD)
+        .collect();
+    assert_eq!(
+        heads,
+        vec![
+            (payload_what::RESPONSE_HEAD, 0),
+            (payload_what::RESPONSE_HEAD, first_len as u64)
+        ],
+        "after GETs, a status line later in the turn is a pipelined response's"
+    );
+
+    // POST is not pipelined (RFC 9112): only the turn's first status line is looked for.
+    let post = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}";
+    request_then_two_status_lines(&mut h, 43001, post);
+    let heads: Vec<(u8, u64)> = h
+        .payload_records()
+        .into_iter()
+        .filter(|(what, _)| *what == payload_what::RESPONSE_HEAD)
+        .collect();
+    assert_eq!(heads, vec![(payload_what::RESPONSE_HEAD, 0)]);
+    let flows = h.flows.snapshot().expect("flows");
+    let flags = |port: u16| {
+        flows
+            .iter()
+            .find(|(k, _)| k.port_a == port || k.port_b == port)
+            .map(|(_, st)| st.exchange.flags)
+            .expect("flow")
+    };
+    assert_ne!(flags(43000) & exchange_flag::MAY_PIPELINE, 0);
+    assert_eq!(flags(43001) & exchange_flag::MAY_PIPELINE, 0);
+    assert_ne!(flags(43001) & exchange_flag::HTTP_RESPONSE, 0);
 }
