@@ -10,25 +10,29 @@
 //! count, in whole ns). That time includes the loop and the call into the program, which the
 //! *floor* program, returning at once, shows on its own.
 //!
-//! - **batch**: where a repetition leaves the flow as it found it (an ACK, both baselines), a
-//!   run is one call with `--repeat` repetitions and its figure is the kernel's mean.
-//! - **single**: a mid-response segment, a request start and a ClientHello change what the next
-//!   repetition would measure (Siphon tracks TCP sequence numbers, so the same data segment
-//!   again is a retransmission; after a request start the flow is in the REQUEST phase; a
-//!   connection gathers only a few hellos, counted from its SYN). Every frame is sent with its
-//!   sender's next sequence number (`sequence`). Each sample first restores the state with untimed frames (a server
-//!   data segment; a SYN, SYN-ACK and ACK), then times one repetition (repeat=1); a run's figure
-//!   is the interquartile mean (the mean of the middle half) of `--samples` samples: robust to
-//!   interrupts like a median, but finer than the kernel clock's step, which on some VMs is
-//!   coarse (10 ns on the machine this was written on) and which a median would keep. A lone
-//!   repetition also pays what a loop amortises
-//!   (the timer's closing clock read, caches cooled by the syscall), so the floor, the LRU
-//!   counter and the steady-state scenarios are measured this way too, and a single figure is
-//!   checked against its target as `median - floor(single) + floor(batch)`: the program's own
-//!   cost on the batch scale, the scale of the figures the targets were set next to (floor
-//!   ~26 ns, LRU counter ~55 ns). The floor swap removes the harness's share of a lone
-//!   repetition, not the program's own colder caches; the paths measured both ways print how
-//!   much that leaves.
+//! - **batch**: where a repetition leaves the flow as it found it (an ACK, a retransmitted
+//!   segment, both baselines), a run is one call with `--repeat` repetitions and its figure is
+//!   the kernel's mean.
+//! - **single**: a mid-response segment, a request start and a ClientHello change what the
+//!   next repetition would measure (Siphon tracks TCP sequence numbers, so the same data
+//!   segment again is a retransmission; after a request start the flow is in the REQUEST
+//!   phase; a connection gathers only a few hellos, counted from its SYN). Every frame is sent
+//!   with its sender's next sequence number (`sequence`). Each sample first restores the state
+//!   with untimed frames (a server data segment; a SYN, SYN-ACK and ACK), then times one
+//!   repetition (repeat=1); a run's figure is the interquartile mean (the mean of the middle
+//!   half) of `--samples` samples: robust to interrupts like a median, but finer than the
+//!   kernel clock's step, which on some VMs is coarse (10 ns on the machine this was written
+//!   on) and which a median would keep.
+//!
+//! A lone repetition pays what a loop amortises: the timer's closing clock read, which the
+//! floor measured the same way shows, and caches the syscall cooled, which it does not. So a
+//! single figure is first *shifted* to `median - floor(single) + floor(batch)`, and the ACK
+//! and the retransmission are measured both ways: their shifted single figure less their batch
+//! figure is the *single-shot excess*. A single-only path is held to its target on the batch
+//! scale (`batch~`), the scale of the figures the targets were set next to (floor ~26 ns, LRU
+//! counter ~55 ns): its shifted figure less the smallest excess of the run. Every single-only
+//! path runs the calibration paths' code and touches their data, then more, so its own excess
+//! is at least that: the estimate errs high. The both-ways single rows are calibrations only.
 //!
 //! Runs are interleaved (run 1 of every scenario, then run 2, ...) so that drift (frequency,
 //! neighbours) hits every scenario alike; the table gives the median, min and max of the runs.
