@@ -833,7 +833,11 @@ fn print_kernel_counters(kernel: &Kernel) -> anyhow::Result<()> {
         list(CounterKind::Truncation, true)
     );
     println!("  skips:       {}", list(CounterKind::Skip, false));
-    println!("  events:      {}", list(CounterKind::Event, true));
+    println!(
+        "  events:      {}\n               (retransmitted bytes expected: the retransmission \
+         scenario's repetitions)",
+        list(CounterKind::Event, true)
+    );
     if lost == 0 {
         println!("no record or flow was lost: every figure is the path that keeps its data");
     } else {
