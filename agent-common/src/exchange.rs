@@ -23,11 +23,12 @@ pub mod exchange_flag {
     pub const HEAD_TRUNCATED: u8 = 0x04;
     /// The flow's first client payload was a TLS handshake record.
     pub const TLS: u8 = 0x08;
-    /// The client may have pipelined requests in this turn: its request used a method other
-    /// than POST or PATCH (which clients do not pipeline, RFC 9112 section 9.3.2), or a second
-    /// request head started a segment. Only then does the kernel look for response heads past
-    /// the start of the server's turn, a check that costs a helper call on every segment
-    /// whose payload is not in the linear area (most sent data, streamed tokens included).
+    /// More than one response head may come in this server turn: the request used a method
+    /// other than POST or PATCH (which clients do not pipeline, RFC 9112 section 9.3.2), a
+    /// second request head started a segment, or the response so far is an interim one (1xx).
+    /// Only then does the kernel look for response heads past the start of the server's turn,
+    /// a check that costs a helper call on every segment whose payload is not in the linear
+    /// area (most sent data, streamed tokens included).
     pub const MAY_PIPELINE: u8 = 0x10;
 }
 

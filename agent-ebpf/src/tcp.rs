@@ -235,6 +235,37 @@ fn starts_with_http(ctx: &TcContext, pkt: &Packet) -> bool {
     payload_prefix(ctx, pkt, &mut p) && unsafe { &p.assume_init_ref()[..5] } == b"HTTP/"
 }
 
+/// Offset of the status code's first digit in a status line (`HTTP/1.1 200`).
+const STATUS_DIGIT: u32 = 9;
+
+/// Whether a status line that starts this payload is an interim (1xx) response: 100 Continue
+/// or 103 Early Hints, after which the final response follows in the same server turn. Read
+/// once per response start, so a helper call for paged payloads is affordable.
+#[inline(always)]
+fn is_interim_status(ctx: &TcContext, pkt: &Packet) -> bool {
+    // Two bytes (the digit and the next): LLVM turns a one-byte `at + 1 <= end` into
+    // `at < end`, which the verifier does not take as a bound.
+    if pkt.payload_len < STATUS_DIGIT + 2 {
+        return false;
+    }
+    let at = ctx.data() + (pkt.payload_off + STATUS_DIGIT) as usize;
+    if at + 2 <= ctx.data_end() {
+        // SAFETY: bounds checked against data_end.
+        return unsafe { *(at as *const u8) } == b'1';
+    }
+    let mut digit = 0u8;
+    // SAFETY: one byte into a local.
+    let rc = unsafe {
+        aya_ebpf::helpers::bpf_skb_load_bytes(
+            ctx.skb.skb as *const _,
+            pkt.payload_off + STATUS_DIGIT,
+            (&raw mut digit) as *mut _,
+            1,
+        )
+    };
+    rc == 0 && digit == b'1'
+}
+
 /// Whether a request line's method is one clients do not pipeline (POST, PATCH).
 #[inline(always)]
 fn is_unpipelined_method(p: &[u8; PREFIX]) -> bool {
@@ -477,6 +508,10 @@ unsafe fn server_data(
             );
             events::payload(ctx, pkt, key, st, &capture);
             (*ex).flags |= exchange_flag::HTTP_RESPONSE;
+            if is_interim_status(ctx, pkt) {
+                // The final response follows in this turn: look for its head too.
+                (*ex).flags |= exchange_flag::MAY_PIPELINE;
+            }
         }
     }
 }

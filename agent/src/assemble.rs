@@ -516,6 +516,41 @@ fn starts<'a>(segs: &'a [Seg], request: bool) -> Vec<Start<'a>> {
     out
 }
 
+/// Interim responses (1xx other than 101 Switching Protocols: 100 Continue, 103 Early Hints)
+/// precede the final response to the same request: each is folded into the next start, which
+/// keeps the first one's offset and time (its bytes and first byte belong to the response).
+/// An interim response with nothing after it stays: it is all that was seen.
+fn fold_interim(starts: Vec<Start<'_>>) -> Vec<Start<'_>> {
+    let mut out: Vec<Start<'_>> = Vec::with_capacity(starts.len());
+    let mut pending: Option<Start<'_>> = None;
+    for s in starts {
+        let folded = match pending.take() {
+            Some(first) => Start {
+                offset: first.offset,
+                ts_ns: first.ts_ns,
+                head: s.head,
+            },
+            None => s,
+        };
+        if is_interim(folded.head) {
+            pending = Some(folded);
+        } else {
+            out.push(folded);
+        }
+    }
+    out.extend(pending);
+    out
+}
+
+/// `HTTP/1.x 1xx` other than 101.
+fn is_interim(head: &[u8]) -> bool {
+    head.len() >= 12
+        && head.starts_with(b"HTTP/1.")
+        && head[8] == b' '
+        && head[9] == b'1'
+        && &head[9..12] != b"101"
+}
+
 fn looks_like_start(b: &[u8], request: bool) -> bool {
     if request {
         [
@@ -565,7 +600,7 @@ fn message_len(b: &[u8], request: bool) -> Option<usize> {
 fn split<'a>(req_heads: &'a [Seg], resp_heads: &'a [Seg], x: &ExchangeRecord) -> Vec<Part<'a>> {
     let e = &x.exchange;
     let reqs = starts(req_heads, true);
-    let resps = starts(resp_heads, false);
+    let resps = fold_interim(starts(resp_heads, false));
     let n = reqs.len().max(1);
     let size_of = |starts: &[Start<'_>], i: usize, total: u64| -> u64 {
         let from = starts.get(i).map(|s| s.offset).unwrap_or(0).min(total);

@@ -287,3 +287,92 @@ fn partial_hello_is_reported_incomplete() {
         .any(|r| matches!(r, Report::TlsClientHello(h) if h.error.is_some())));
     assert_eq!(a.stats.hello_incomplete, 1);
 }
+
+#[test]
+fn interim_responses_fold_into_the_final_one() {
+    // 100 Continue, then the final response later in the same server turn: one response, with
+    // the final status, all the turn's bytes, and the interim response's first byte.
+    let continue_ = b"HTTP/1.1 100 Continue\r\n\r\n";
+    let mut a = assembler();
+    let mut out = Vec::new();
+    a.handle(
+        head(
+            payload_what::REQUEST_HEAD,
+            1,
+            0,
+            1_000,
+            REQ,
+            REQ.len() as u32,
+        ),
+        &mut out,
+    );
+    a.handle(
+        head(
+            payload_what::RESPONSE_HEAD,
+            1,
+            0,
+            5_000,
+            continue_,
+            continue_.len() as u32,
+        ),
+        &mut out,
+    );
+    a.handle(
+        head(
+            payload_what::RESPONSE_HEAD,
+            1,
+            continue_.len() as u64,
+            6_000,
+            RESP,
+            RESP.len() as u32,
+        ),
+        &mut out,
+    );
+    let total = (continue_.len() + RESP.len()) as u64;
+    a.handle(
+        exchange(1, REQ.len() as u64, total, exchange_end::FIN),
+        &mut out,
+    );
+    let ex = exchanges(&out);
+    assert_eq!(ex.len(), 1);
+    assert_eq!(ex[0].http.as_ref().and_then(|h| h.status), Some(200));
+    assert_eq!(ex[0].response_bytes, total);
+    assert_eq!(
+        ex[0].ttfb_seconds,
+        Some(3e-6),
+        "first byte: the 100 at 5000 ns"
+    );
+}
+
+#[test]
+fn interim_detection_table() {
+    for (head, interim) in [
+        (&b"HTTP/1.1 100 Continue\r\n"[..], true),
+        (b"HTTP/1.1 103 Early Hints\r\n", true),
+        (b"HTTP/1.0 199 Whatever\r\n", true),
+        (b"HTTP/1.1 101 Switching Protocols\r\n", false),
+        (b"HTTP/1.1 200 OK\r\n", false),
+        (b"HTTP/1.1 1", false),
+        (b"HTTP/2 100 x\r\n", false),
+        (b"", false),
+    ] {
+        assert_eq!(
+            is_interim(head),
+            interim,
+            "{:?}",
+            String::from_utf8_lossy(head)
+        );
+    }
+}
+
+#[test]
+fn a_lone_interim_response_is_kept() {
+    let continue_ = b"HTTP/1.1 100 Continue\r\n\r\n";
+    let starts = fold_interim(vec![Start {
+        offset: 0,
+        ts_ns: 5,
+        head: continue_,
+    }]);
+    assert_eq!(starts.len(), 1);
+    assert_eq!(starts[0].head, continue_);
+}

@@ -611,6 +611,20 @@ fn reordered_segments_are_new_data_and_repeats_are_not() {
 /// A client request, then a server turn of two segments that both start with a status line
 /// (two pipelined responses, or a 1xx and its final response).
 fn request_then_two_status_lines(h: &mut Harness, client_port: u16, request: &[u8]) -> usize {
+    request_then_status_lines(
+        h,
+        client_port,
+        request,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    )
+}
+
+fn request_then_status_lines(
+    h: &mut Harness,
+    client_port: u16,
+    request: &[u8],
+    first: &[u8],
+) -> usize {
     let client = |seq: u32, syn: bool, payload: &[u8]| {
         let b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4([10, 9, 0, 1], [10, 9, 0, 2], 64);
         let b = if syn {
@@ -633,7 +647,6 @@ fn request_then_two_status_lines(h: &mut Harness, client_port: u16, request: &[u
             .expect("write");
         v
     };
-    let first = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
     let second = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
     h.delta(&client(999, true, &[]));
     h.delta(&client(1000, false, request));
@@ -683,4 +696,21 @@ fn response_heads_past_the_turn_start_only_after_pipelinable_requests() {
     assert_ne!(flags(43000) & exchange_flag::MAY_PIPELINE, 0);
     assert_eq!(flags(43001) & exchange_flag::MAY_PIPELINE, 0);
     assert_ne!(flags(43001) & exchange_flag::HTTP_RESPONSE, 0);
+
+    // An interim response (1xx) at the turn start: the final one follows in the same turn.
+    let interim = b"HTTP/1.1 100 Continue\r\n\r\n";
+    request_then_status_lines(&mut h, 43002, post, interim);
+    let heads: Vec<(u8, u64)> = h
+        .payload_records()
+        .into_iter()
+        .filter(|(what, _)| *what == payload_what::RESPONSE_HEAD)
+        .collect();
+    assert_eq!(
+        heads,
+        vec![
+            (payload_what::RESPONSE_HEAD, 0),
+            (payload_what::RESPONSE_HEAD, interim.len() as u64)
+        ],
+        "after a 1xx, the final response's head is looked for"
+    );
 }
