@@ -30,6 +30,11 @@ pub mod exchange_flag {
     /// a check that costs a helper call on every segment whose payload is not in the linear
     /// area (most sent data, streamed tokens included).
     pub const MAY_PIPELINE: u8 = 0x10;
+    /// The response so far is an interim one (1xx, e.g. 100 Continue): the client's next
+    /// payload is the rest of the same request (its body, after `Expect: 100-continue`), not a
+    /// new request, and the server's next turn continues the same response. Cleared by a final
+    /// status line.
+    pub const INTERIM: u8 = 0x20;
 }
 
 /// One request/response exchange: a client turn and the server turn after it.

@@ -235,35 +235,39 @@ fn starts_with_http(ctx: &TcContext, pkt: &Packet) -> bool {
     payload_prefix(ctx, pkt, &mut p) && unsafe { &p.assume_init_ref()[..5] } == b"HTTP/"
 }
 
-/// Offset of the status code's first digit in a status line (`HTTP/1.1 200`).
-const STATUS_DIGIT: u32 = 9;
+/// Offset of the space before the status code in a status line (`HTTP/1.1 200`).
+const STATUS_AT: u32 = 8;
 
-/// Whether a status line that starts this payload is an interim (1xx) response: 100 Continue
-/// or 103 Early Hints, after which the final response follows in the same server turn. Read
-/// once per response start, so a helper call for paged payloads is affordable.
+/// Whether a status line that starts this payload is an interim response (1xx other than
+/// 101 Switching Protocols): 100 Continue or 103 Early Hints, after which the final response
+/// follows. Read once per response start, so a helper call for paged payloads is affordable.
 #[inline(always)]
 fn is_interim_status(ctx: &TcContext, pkt: &Packet) -> bool {
-    // Two bytes (the digit and the next): LLVM turns a one-byte `at + 1 <= end` into
-    // `at < end`, which the verifier does not take as a bound.
-    if pkt.payload_len < STATUS_DIGIT + 2 {
+    if pkt.payload_len < STATUS_AT + 4 {
         return false;
     }
-    let at = ctx.data() + (pkt.payload_off + STATUS_DIGIT) as usize;
-    if at + 2 <= ctx.data_end() {
-        // SAFETY: bounds checked against data_end.
-        return unsafe { *(at as *const u8) } == b'1';
-    }
-    let mut digit = 0u8;
-    // SAFETY: one byte into a local.
-    let rc = unsafe {
-        aya_ebpf::helpers::bpf_skb_load_bytes(
-            ctx.skb.skb as *const _,
-            pkt.payload_off + STATUS_DIGIT,
-            (&raw mut digit) as *mut _,
-            1,
-        )
+    let at = ctx.data() + (pkt.payload_off + STATUS_AT) as usize;
+    let code: [u8; 4] = if at + 4 <= ctx.data_end() {
+        // SAFETY: bounds checked against data_end; a plain word load, as in parse.rs.
+        unsafe { core::ptr::read(at as *const u32) }.to_ne_bytes()
+    } else {
+        let mut word = 0u32;
+        // SAFETY: four bytes into a local.
+        let rc = unsafe {
+            aya_ebpf::helpers::bpf_skb_load_bytes(
+                ctx.skb.skb as *const _,
+                pkt.payload_off + STATUS_AT,
+                (&raw mut word) as *mut _,
+                4,
+            )
+        };
+        if rc != 0 {
+            return false;
+        }
+        word.to_ne_bytes()
     };
-    rc == 0 && digit == b'1'
+    // " 1xx", and not " 101".
+    code[0] == b' ' && code[1] == b'1' && !(code[2] == b'0' && code[3] == b'1')
 }
 
 /// Whether a request line's method is one clients do not pipeline (POST, PATCH).
@@ -301,7 +305,18 @@ unsafe fn client_data(
         let starts_head = sniffed && is_http_method(&*p);
         let cap = events::head_capture_len();
         let turn_offset;
-        if (*ex).phase != phase::REQUEST {
+        if (*ex).phase == phase::RESPONSE
+            && (*ex).flags & exchange_flag::INTERIM != 0
+            && !starts_head
+        {
+            // The body after a 100 Continue: the same request's turn resumes, and the response
+            // resumes after it (INTERIM stays set until a final status line is seen).
+            (*ex).phase = phase::REQUEST;
+            turn_offset = (*ex).req_bytes;
+            (*ex).req_bytes += len;
+            (*ex).req_packets += 1;
+            (*ex).req_last_ns = now;
+        } else if (*ex).phase != phase::REQUEST {
             let seq = (*ex).seq.wrapping_add(1);
             if starts_head {
                 // One record for both: the new request's head carries the exchange it ends,
@@ -472,11 +487,21 @@ unsafe fn server_data(
             }
             (*ex).resp_first_ns = now;
             (*ex).resp_last_ns = now;
-            (*ex).resp_bytes = len;
-            (*ex).resp_packets = 1;
-            (*ex).resp_psh = psh;
             (*ex).phase = phase::RESPONSE;
-            turn_offset = 0;
+            if (*ex).flags & exchange_flag::INTERIM != 0 {
+                // The final response after a 100 Continue and the request body: the response
+                // goes on (its bytes include the interim one's, as the server sent them for
+                // this request); its first byte is the final response's, after the body.
+                turn_offset = (*ex).resp_bytes;
+                (*ex).resp_bytes += len;
+                (*ex).resp_packets += 1;
+                (*ex).resp_psh += psh;
+            } else {
+                (*ex).resp_bytes = len;
+                (*ex).resp_packets = 1;
+                (*ex).resp_psh = psh;
+                turn_offset = 0;
+            }
         } else {
             turn_offset = (*ex).resp_bytes;
             (*ex).resp_bytes += len;
@@ -509,8 +534,11 @@ unsafe fn server_data(
             events::payload(ctx, pkt, key, st, &capture);
             (*ex).flags |= exchange_flag::HTTP_RESPONSE;
             if is_interim_status(ctx, pkt) {
-                // The final response follows in this turn: look for its head too.
-                (*ex).flags |= exchange_flag::MAY_PIPELINE;
+                // The final response follows, in this turn or after the client sends the
+                // body: look for its head past the turn start too.
+                (*ex).flags |= exchange_flag::MAY_PIPELINE | exchange_flag::INTERIM;
+            } else {
+                (*ex).flags &= !exchange_flag::INTERIM;
             }
         }
     }

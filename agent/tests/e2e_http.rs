@@ -1,5 +1,6 @@
 //! End to end, request level: the lab's OpenAI-compatible server in one namespace, real clients
-//! (curl, the official `openai` Python SDK, a raw pipelining client) in another, Siphon attached
+//! (curl, also with a body large enough for `Expect: 100-continue`, the official `openai` Python
+//! SDK, a raw pipelining client) in another, Siphon attached
 //! on the server's side as a DaemonSet would be. The server's request log is the ground truth:
 //! per request, the bytes it read and wrote, status and path. IPv4 and IPv6.
 
@@ -140,6 +141,37 @@ fn curl_keepalive(ns: &NetNs, base: &str, key: &str, bodies: &[String]) -> Vec<f
         .collect()
 }
 
+/// curl in `ns` with a request body over 1 MiB, which makes curl send `Expect: 100-continue`
+/// and wait for the server's `100 Continue` before the body: one request, four turns.
+fn curl_expect_continue(ns: &NetNs, base: &str, key: &str, dir: &Path) {
+    let prompt = "eBPF ".repeat((1 << 20) / 5 + 1000);
+    let body = format!(
+        r#"{{"model":"siphon-lab-1","stream":false,"max_tokens":8,"messages":[{{"role":"user","content":"{prompt}"}}]}}"#
+    );
+    let file = dir.join("large-body.json");
+    std::fs::write(&file, body).expect("write body");
+    let out = ns
+        .command("curl")
+        .args(["-sS", "--max-time", "30", "-o", "/dev/null", "-v"])
+        .args([
+            "-H",
+            &format!("Authorization: Bearer {key}"),
+            "-H",
+            "Content-Type: application/json",
+        ])
+        .arg("--data-binary")
+        .arg(format!("@{}", file.display()))
+        .arg(format!("{base}/v1/chat/completions"))
+        .output()
+        .expect("run curl");
+    let trace = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "curl failed: {trace}");
+    assert!(
+        trace.contains("Expect: 100-continue") && trace.contains("HTTP/1.1 100 Continue"),
+        "curl did not go through 100-continue: {trace}"
+    );
+}
+
 /// The official openai SDK in `ns`: two plain and two streaming chat completions on one client
 /// (keep-alive pool), plus a models list.
 fn openai_sdk(ns: &NetNs, base: &str, key: &str) {
@@ -275,6 +307,7 @@ fn requests_match_the_server_log() {
     ));
     openai_sdk(&pair.a, &base4, KEYS[1]);
     openai_sdk(&pair.a, &base6, KEYS[0]);
+    curl_expect_continue(&pair.a, &base4, KEYS[0], &dir);
     pipelined_pair(
         &pair.a,
         format!("{}:{PORT}", pair.v4_b).parse().expect("addr"),
@@ -396,7 +429,10 @@ fn requests_match_the_server_log() {
         .values()
         .flatten()
         .filter(|s| {
-            s["http"]["user_agent_family"] == "curl" && s["http"]["route"] == "/v1/chat/completions"
+            s["http"]["user_agent_family"] == "curl"
+                && s["http"]["route"] == "/v1/chat/completions"
+                // Not the 100-continue upload: curl's own figure includes sending the body.
+                && s["request_bytes"].as_u64() < Some(1 << 20)
         })
         .map(|s| s["ttfb_seconds"].as_f64().expect("ttfb"))
         .collect();

@@ -714,3 +714,71 @@ fn response_heads_past_the_turn_start_only_after_pipelinable_requests() {
         "after a 1xx, the final response's head is looked for"
     );
 }
+
+#[test]
+#[ignore = "privileged: loads eBPF; run with `cargo xtask test`"]
+fn expect_continue_body_after_the_interim_response_is_the_same_exchange() {
+    let mut h = Harness::new();
+    let port = 43100;
+    let client = |seq: u32, syn: bool, payload: &[u8]| {
+        let b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4([10, 9, 1, 1], [10, 9, 1, 2], 64);
+        let b = if syn {
+            b.tcp(port, 8000, seq, 64240).syn()
+        } else {
+            b.tcp(port, 8000, seq, 64240).ack(5000).psh()
+        };
+        let mut v = Vec::new();
+        b.write(&mut v, payload).expect("write");
+        v
+    };
+    let server = |seq: u32, payload: &[u8]| {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(MAC_B, MAC_A)
+            .ipv4([10, 9, 1, 2], [10, 9, 1, 1], 64)
+            .tcp(8000, port, seq, 64240)
+            .ack(2000)
+            .psh()
+            .write(&mut v, payload)
+            .expect("write");
+        v
+    };
+    let head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n";
+    let body = b"{ }\n";
+    let interim = b"HTTP/1.1 100 Continue\r\n\r\n";
+    let fin = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    h.delta(&client(999, true, &[]));
+    h.delta(&client(1000, false, head));
+    h.delta(&server(5000, interim));
+    h.delta(&client(1000 + head.len() as u32, false, body));
+    let last = h.delta(&server(5000 + interim.len() as u32, fin));
+    let (_, st, _) = only_flow(&last);
+    let ex = st.exchange;
+    assert_eq!(ex.seq, 1, "the body does not start a new exchange");
+    assert_eq!(ex.req_bytes, (head.len() + body.len()) as u64);
+    assert_eq!(
+        ex.resp_bytes,
+        (interim.len() + fin.len()) as u64,
+        "the response counts what the server sent for the request, the 100 included"
+    );
+    assert_eq!(
+        ex.flags & exchange_flag::INTERIM,
+        0,
+        "a final status was seen"
+    );
+    assert!(
+        ex.resp_first_ns >= ex.req_last_ns,
+        "first byte: the final response's, after the body"
+    );
+    let heads: Vec<(u8, u64)> = h
+        .payload_records()
+        .into_iter()
+        .filter(|(what, _)| *what == payload_what::RESPONSE_HEAD)
+        .collect();
+    assert_eq!(
+        heads,
+        vec![
+            (payload_what::RESPONSE_HEAD, 0),
+            (payload_what::RESPONSE_HEAD, interim.len() as u64)
+        ]
+    );
+}
