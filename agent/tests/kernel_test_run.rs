@@ -51,14 +51,17 @@ impl Harness {
         }
     }
 
-    /// The payload records emitted since the last call: (what, turn offset).
-    fn payload_records(&mut self) -> Vec<(u8, u64)> {
+    /// The turn offsets of the response heads captured since the last call (other records
+    /// are read and dropped).
+    fn response_head_offsets(&mut self) -> Vec<u64> {
         let mut out = Vec::new();
         while let Some(record) = self.events.next() {
             if let Ok(siphon_agent::events::Event::Payload(p)) =
                 siphon_agent::events::parse(&record)
             {
-                out.push((p.what, p.turn_offset));
+                if p.what == payload_what::RESPONSE_HEAD {
+                    out.push(p.turn_offset);
+                }
             }
         }
         out
@@ -625,34 +628,56 @@ fn request_then_status_lines(
     request: &[u8],
     first: &[u8],
 ) -> usize {
-    let client = |seq: u32, syn: bool, payload: &[u8]| {
-        let b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4([10, 9, 0, 1], [10, 9, 0, 2], 64);
+    let conn = Conn {
+        port: client_port,
+        net: 0,
+    };
+    let second = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+    h.delta(&conn.client(CLIENT_ISN, true, &[]));
+    h.delta(&conn.client(CLIENT_ISN + 1, false, request));
+    h.delta(&conn.server(SERVER_ISN + 1, first));
+    h.delta(&conn.server(SERVER_ISN + 1 + first.len() as u32, second));
+    first.len()
+}
+
+const CLIENT_ISN: u32 = 999;
+const SERVER_ISN: u32 = 4999;
+
+/// Frames of one TCP connection from 10.9.`net`.1:`port` to 10.9.`net`.2:8000, after a
+/// handshake whose SYN-ACK the tests leave out (the client's SYN is enough to set the sides).
+struct Conn {
+    port: u16,
+    net: u8,
+}
+
+impl Conn {
+    fn client(&self, seq: u32, syn: bool, payload: &[u8]) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(
+            [10, 9, self.net, 1],
+            [10, 9, self.net, 2],
+            64,
+        );
         let b = if syn {
-            b.tcp(client_port, 8000, seq, 64240).syn()
+            b.tcp(self.port, 8000, seq, 64240).syn()
         } else {
-            b.tcp(client_port, 8000, seq, 64240).ack(5000).psh()
+            b.tcp(self.port, 8000, seq, 64240).ack(SERVER_ISN + 1).psh()
         };
         let mut v = Vec::new();
         b.write(&mut v, payload).expect("write");
         v
-    };
-    let server = |seq: u32, payload: &[u8]| {
+    }
+
+    fn server(&self, seq: u32, payload: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();
         PacketBuilder::ethernet2(MAC_B, MAC_A)
-            .ipv4([10, 9, 0, 2], [10, 9, 0, 1], 64)
-            .tcp(8000, client_port, seq, 64240)
-            .ack(2000)
+            .ipv4([10, 9, self.net, 2], [10, 9, self.net, 1], 64)
+            .tcp(8000, self.port, seq, 64240)
+            .ack(CLIENT_ISN + 1)
             .psh()
             .write(&mut v, payload)
             .expect("write");
         v
-    };
-    let second = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
-    h.delta(&client(999, true, &[]));
-    h.delta(&client(1000, false, request));
-    h.delta(&server(5000, first));
-    h.delta(&server(5000 + first.len() as u32, second));
-    first.len()
+    }
 }
 
 #[test]
@@ -662,29 +687,18 @@ fn response_heads_past_the_turn_start_only_after_pipelinable_requests() {
     let get =
         b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n";
     let first_len = request_then_two_status_lines(&mut h, 43000, get);
-    let heads: Vec<(u8, u64)> = h
-        .payload_records()
-        .into_iter()
-        .filter(|(what, _)| *what == payload_what::RESPONSE_HEAD)
-        .collect();
+    let heads = h.response_head_offsets();
     assert_eq!(
         heads,
-        vec![
-            (payload_what::RESPONSE_HEAD, 0),
-            (payload_what::RESPONSE_HEAD, first_len as u64)
-        ],
+        vec![0, first_len as u64],
         "after GETs, a status line later in the turn is a pipelined response's"
     );
 
     // POST is not pipelined (RFC 9112): only the turn's first status line is looked for.
     let post = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}";
     request_then_two_status_lines(&mut h, 43001, post);
-    let heads: Vec<(u8, u64)> = h
-        .payload_records()
-        .into_iter()
-        .filter(|(what, _)| *what == payload_what::RESPONSE_HEAD)
-        .collect();
-    assert_eq!(heads, vec![(payload_what::RESPONSE_HEAD, 0)]);
+    let heads = h.response_head_offsets();
+    assert_eq!(heads, vec![0]);
     let flows = h.flows.snapshot().expect("flows");
     let flags = |port: u16| {
         flows
@@ -700,17 +714,10 @@ fn response_heads_past_the_turn_start_only_after_pipelinable_requests() {
     // An interim response (1xx) at the turn start: the final one follows in the same turn.
     let interim = b"HTTP/1.1 100 Continue\r\n\r\n";
     request_then_status_lines(&mut h, 43002, post, interim);
-    let heads: Vec<(u8, u64)> = h
-        .payload_records()
-        .into_iter()
-        .filter(|(what, _)| *what == payload_what::RESPONSE_HEAD)
-        .collect();
+    let heads = h.response_head_offsets();
     assert_eq!(
         heads,
-        vec![
-            (payload_what::RESPONSE_HEAD, 0),
-            (payload_what::RESPONSE_HEAD, interim.len() as u64)
-        ],
+        vec![0, interim.len() as u64],
         "after a 1xx, the final response's head is looked for"
     );
 }
@@ -719,38 +726,19 @@ fn response_heads_past_the_turn_start_only_after_pipelinable_requests() {
 #[ignore = "privileged: loads eBPF; run with `cargo xtask test`"]
 fn expect_continue_body_after_the_interim_response_is_the_same_exchange() {
     let mut h = Harness::new();
-    let port = 43100;
-    let client = |seq: u32, syn: bool, payload: &[u8]| {
-        let b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4([10, 9, 1, 1], [10, 9, 1, 2], 64);
-        let b = if syn {
-            b.tcp(port, 8000, seq, 64240).syn()
-        } else {
-            b.tcp(port, 8000, seq, 64240).ack(5000).psh()
-        };
-        let mut v = Vec::new();
-        b.write(&mut v, payload).expect("write");
-        v
-    };
-    let server = |seq: u32, payload: &[u8]| {
-        let mut v = Vec::new();
-        PacketBuilder::ethernet2(MAC_B, MAC_A)
-            .ipv4([10, 9, 1, 2], [10, 9, 1, 1], 64)
-            .tcp(8000, port, seq, 64240)
-            .ack(2000)
-            .psh()
-            .write(&mut v, payload)
-            .expect("write");
-        v
+    let conn = Conn {
+        port: 43100,
+        net: 1,
     };
     let head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n";
     let body = b"{ }\n";
     let interim = b"HTTP/1.1 100 Continue\r\n\r\n";
     let fin = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-    h.delta(&client(999, true, &[]));
-    h.delta(&client(1000, false, head));
-    h.delta(&server(5000, interim));
-    h.delta(&client(1000 + head.len() as u32, false, body));
-    let last = h.delta(&server(5000 + interim.len() as u32, fin));
+    h.delta(&conn.client(CLIENT_ISN, true, &[]));
+    h.delta(&conn.client(CLIENT_ISN + 1, false, head));
+    h.delta(&conn.server(SERVER_ISN + 1, interim));
+    h.delta(&conn.client(CLIENT_ISN + 1 + head.len() as u32, false, body));
+    let last = h.delta(&conn.server(SERVER_ISN + 1 + interim.len() as u32, fin));
     let (_, st, _) = only_flow(&last);
     let ex = st.exchange;
     assert_eq!(ex.seq, 1, "the body does not start a new exchange");
@@ -769,16 +757,6 @@ fn expect_continue_body_after_the_interim_response_is_the_same_exchange() {
         ex.resp_first_ns >= ex.req_last_ns,
         "first byte: the final response's, after the body"
     );
-    let heads: Vec<(u8, u64)> = h
-        .payload_records()
-        .into_iter()
-        .filter(|(what, _)| *what == payload_what::RESPONSE_HEAD)
-        .collect();
-    assert_eq!(
-        heads,
-        vec![
-            (payload_what::RESPONSE_HEAD, 0),
-            (payload_what::RESPONSE_HEAD, interim.len() as u64)
-        ]
-    );
+    let heads = h.response_head_offsets();
+    assert_eq!(heads, vec![0, interim.len() as u64]);
 }
