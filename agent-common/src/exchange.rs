@@ -41,28 +41,29 @@ pub mod exchange_flag {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Exchange {
-    pub req_first_ns: u64,
-    pub req_last_ns: u64,
-    pub resp_first_ns: u64,
-    pub resp_last_ns: u64,
-    /// Payload bytes of the client turn.
-    pub req_bytes: u64,
-    /// Payload bytes of the server turn.
-    pub resp_bytes: u64,
-    pub req_packets: u32,
-    pub resp_packets: u32,
-    /// Server segments with PSH set: each write of a streaming server usually ends in one, so
-    /// this approximates streamed chunks (tokens, SSE events).
-    pub resp_psh: u32,
-    /// Exchange number within the flow, from 1.
-    pub seq: u32,
+    // Ordered by how often a packet touches them: what every data segment reads or updates
+    // first, so that with the flow's other hot fields it stays within few cache lines.
     /// One of [`phase`].
     pub phase: u8,
     /// Bits of [`exchange_flag`].
     pub flags: u8,
-    // Integers, not `[u8; 6]`: see FlowKey's padding.
     pub _pad: u16,
+    /// Exchange number within the flow, from 1.
+    pub seq: u32,
+    /// Payload bytes of the server turn.
+    pub resp_bytes: u64,
+    pub resp_last_ns: u64,
+    pub resp_packets: u32,
+    /// Server segments with PSH set: each write of a streaming server usually ends in one, so
+    /// this approximates streamed chunks (tokens, SSE events).
+    pub resp_psh: u32,
+    /// Payload bytes of the client turn.
+    pub req_bytes: u64,
+    pub req_last_ns: u64,
+    pub req_packets: u32,
     pub _pad2: u32,
+    pub req_first_ns: u64,
+    pub resp_first_ns: u64,
 }
 
 /// TCP handshake times (0 when not seen).

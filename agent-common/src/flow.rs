@@ -139,38 +139,45 @@ pub struct DirCounters {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowState {
+    // Ordered so that what every packet of an established flow touches comes first, in as
+    // few cache lines as possible (a flow's entry is usually cold when its packet arrives):
+    // counters, flags, sides, sequence tracking, the clock anchor, then the exchange (whose
+    // own hot fields come first). Handshake times, the reordering gap and the first-seen time
+    // are touched rarely and go last.
     /// Indexed by [`Side`]: `[A→B, B→A]`.
     pub dir: [DirCounters; 2],
-    pub first_seen_ns: u64,
-    pub last_seen_ns: u64,
     /// OR of the TCP flags seen: bits 0..8 from A, bits 8..16 from B.
     /// 64 bits wide because BPF has atomic OR only for 64-bit words without alu32.
     pub tcp_flags: u64,
+    pub last_seen_ns: u64,
     /// One of [`client`].
     pub client: u8,
+    /// Bit per [`Side`]: `seq_end` holds a sequence number for that direction.
+    pub seq_known: u8,
+    /// 1 from the SYN-ACK until the handshake's last ACK is timed: pure ACKs need a clock only
+    /// then, and this byte says so without reading the handshake times.
+    pub await_ack: u8,
     /// ClientHellos seen on this flow (a HelloRetryRequest or a TLS tunnel after a proxy
     /// handshake brings more than one); capture stops at a small bound.
     pub hellos: u8,
-    /// Bit per [`Side`]: `seq_end` holds a sequence number for that direction.
-    pub seq_known: u8,
-    pub _pad: u8,
     /// ClientHello bytes still to gather, and gathered so far (TCP payload, across segments).
     pub hello_want: u16,
     pub hello_got: u16,
-    pub exchange: crate::Exchange,
-    pub handshake: crate::Handshake,
     /// Per [`Side`]: the TCP sequence number after the furthest payload byte seen. Payload at
     /// or before it is a retransmission: wire bytes, but not new data of an exchange.
     pub seq_end: [u32; 2],
-    /// Per [`Side`]: one gap `[start, end)` left by a segment that arrived ahead of its
-    /// predecessors (reordering). Data filling it later is new, not a retransmission. Empty
-    /// when start == end.
-    pub hole: [[u32; 2]; 2],
     /// The last precise clock reading on this flow and the jiffies counter at that moment:
     /// mid-response segments extrapolate from it with the (inlined) jiffies read instead of a
     /// clock helper call.
     pub clock_anchor_ns: u64,
     pub clock_anchor_jiffies: u64,
+    pub exchange: crate::Exchange,
+    pub handshake: crate::Handshake,
+    /// Per [`Side`]: one gap `[start, end)` left by a segment that arrived ahead of its
+    /// predecessors (reordering). Data filling it later is new, not a retransmission. Empty
+    /// when start == end.
+    pub hole: [[u32; 2]; 2],
+    pub first_seen_ns: u64,
 }
 
 impl FlowState {

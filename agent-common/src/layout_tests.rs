@@ -43,22 +43,29 @@ fn flow_state_has_no_padding() {
     });
     assert_no_padding!(FlowState {
         dir: [DirCounters; 2],
-        first_seen_ns: u64,
-        last_seen_ns: u64,
         tcp_flags: u64,
+        last_seen_ns: u64,
         client: u8,
-        hellos: u8,
         seq_known: u8,
-        _pad: u8,
+        await_ack: u8,
+        hellos: u8,
         hello_want: u16,
         hello_got: u16,
-        exchange: Exchange,
-        handshake: Handshake,
         seq_end: [u32; 2],
-        hole: [[u32; 2]; 2],
         clock_anchor_ns: u64,
         clock_anchor_jiffies: u64,
+        exchange: Exchange,
+        handshake: Handshake,
+        hole: [[u32; 2]; 2],
+        first_seen_ns: u64,
     });
+    // What every packet of an established flow touches (counters, flags, sides, sequence
+    // tracking, clock anchor, the exchange's hot half) lies in the first 128 bytes.
+    assert_eq!(core::mem::offset_of!(FlowState, exchange), 96);
+    assert!(
+        core::mem::offset_of!(FlowState, exchange) + core::mem::offset_of!(Exchange, req_bytes)
+            <= 128
+    );
     assert_eq!(size_of::<FlowState>(), 216);
     assert_eq!(align_of::<FlowState>(), 8);
 }
@@ -137,20 +144,20 @@ fn tcp_flags_split_per_side() {
 #[test]
 fn exchange_records_have_no_padding() {
     assert_no_padding!(Exchange {
-        req_first_ns: u64,
-        req_last_ns: u64,
-        resp_first_ns: u64,
-        resp_last_ns: u64,
-        req_bytes: u64,
-        resp_bytes: u64,
-        req_packets: u32,
-        resp_packets: u32,
-        resp_psh: u32,
-        seq: u32,
         phase: u8,
         flags: u8,
         _pad: u16,
+        seq: u32,
+        resp_bytes: u64,
+        resp_last_ns: u64,
+        resp_packets: u32,
+        resp_psh: u32,
+        req_bytes: u64,
+        req_last_ns: u64,
+        req_packets: u32,
         _pad2: u32,
+        req_first_ns: u64,
+        resp_first_ns: u64,
     });
     assert_no_padding!(Handshake {
         syn_ns: u64,

@@ -92,20 +92,20 @@ unsafe fn copy_key(dst: *mut FlowKey, src: &FlowKey) {
 #[inline(always)]
 unsafe fn copy_exchange(dst: *mut Exchange, src: *const Exchange) {
     unsafe {
-        (*dst).req_first_ns = (*src).req_first_ns;
-        (*dst).req_last_ns = (*src).req_last_ns;
-        (*dst).resp_first_ns = (*src).resp_first_ns;
-        (*dst).resp_last_ns = (*src).resp_last_ns;
-        (*dst).req_bytes = (*src).req_bytes;
-        (*dst).resp_bytes = (*src).resp_bytes;
-        (*dst).req_packets = (*src).req_packets;
-        (*dst).resp_packets = (*src).resp_packets;
-        (*dst).resp_psh = (*src).resp_psh;
-        (*dst).seq = (*src).seq;
         (*dst).phase = (*src).phase;
         (*dst).flags = (*src).flags;
         put(&raw mut (*dst)._pad, 0);
+        (*dst).seq = (*src).seq;
+        (*dst).resp_bytes = (*src).resp_bytes;
+        (*dst).resp_last_ns = (*src).resp_last_ns;
+        (*dst).resp_packets = (*src).resp_packets;
+        (*dst).resp_psh = (*src).resp_psh;
+        (*dst).req_bytes = (*src).req_bytes;
+        (*dst).req_last_ns = (*src).req_last_ns;
+        (*dst).req_packets = (*src).req_packets;
         put(&raw mut (*dst)._pad2, 0);
+        (*dst).req_first_ns = (*src).req_first_ns;
+        (*dst).resp_first_ns = (*src).resp_first_ns;
     }
 }
 

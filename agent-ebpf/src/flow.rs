@@ -54,16 +54,13 @@ fn clock(ctx: &TcContext, st: *mut FlowState, side: Side, pkt: &Packet) -> u64 {
         return time::coarse_ns(ctx);
     }
     // SAFETY: live map value.
-    let (client, phase, hs) = unsafe { ((*st).client, (*st).exchange.phase, (*st).handshake) };
+    let (client, phase, await_ack) =
+        unsafe { ((*st).client, (*st).exchange.phase, (*st).await_ack) };
     if pkt.tcp_flags & (tcp_flag::SYN | tcp_flag::FIN | tcp_flag::RST) != 0 {
         return precise(ctx, st);
     }
     if pkt.payload_len == 0 {
-        return if hs.synack_ns != 0 && hs.ack_ns == 0 {
-            precise(ctx, st)
-        } else {
-            0
-        };
+        return if await_ack != 0 { precise(ctx, st) } else { 0 };
     }
     let from_server = client != agent_common::client::UNKNOWN && client != side.as_client();
     if from_server && phase == agent_common::phase::RESPONSE {
@@ -93,40 +90,40 @@ static ZERO_FLOW: FlowState = FlowState {
         bytes: 0,
         payload_bytes: 0,
     }; 2],
-    first_seen_ns: 0,
-    last_seen_ns: 0,
     tcp_flags: 0,
+    last_seen_ns: 0,
     client: 0,
-    hellos: 0,
     seq_known: 0,
-    _pad: 0,
+    await_ack: 0,
+    hellos: 0,
     hello_want: 0,
     hello_got: 0,
+    seq_end: [0; 2],
+    clock_anchor_ns: 0,
+    clock_anchor_jiffies: 0,
     exchange: agent_common::Exchange {
-        req_first_ns: 0,
-        req_last_ns: 0,
-        resp_first_ns: 0,
-        resp_last_ns: 0,
-        req_bytes: 0,
-        resp_bytes: 0,
-        req_packets: 0,
-        resp_packets: 0,
-        resp_psh: 0,
-        seq: 0,
         phase: 0,
         flags: 0,
         _pad: 0,
+        seq: 0,
+        resp_bytes: 0,
+        resp_last_ns: 0,
+        resp_packets: 0,
+        resp_psh: 0,
+        req_bytes: 0,
+        req_last_ns: 0,
+        req_packets: 0,
         _pad2: 0,
+        req_first_ns: 0,
+        resp_first_ns: 0,
     },
     handshake: agent_common::Handshake {
         syn_ns: 0,
         synack_ns: 0,
         ack_ns: 0,
     },
-    seq_end: [0; 2],
     hole: [[0; 2]; 2],
-    clock_anchor_ns: 0,
-    clock_anchor_jiffies: 0,
+    first_seen_ns: 0,
 };
 
 /// Inserts a zeroed flow and returns it; another CPU may have inserted it first, which is fine.

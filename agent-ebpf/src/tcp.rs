@@ -57,12 +57,9 @@ pub fn on_segment(
             } else {
                 server_data(ctx, st, key, side, pkt, now, fresh);
             }
-        } else if from_client
-            && flags & tcp_flag::ACK != 0
-            && (*st).handshake.synack_ns != 0
-            && (*st).handshake.ack_ns == 0
-        {
+        } else if from_client && flags & tcp_flag::ACK != 0 && (*st).await_ack != 0 {
             (*st).handshake.ack_ns = now;
+            (*st).await_ack = 0;
         }
         if flags & (tcp_flag::FIN | tcp_flag::RST) != 0 {
             on_close(st, key, from_client, flags);
@@ -144,6 +141,8 @@ unsafe fn on_syn(
             new_connection(st, key, now);
         } else {
             (*st).handshake.synack_ns = now;
+            // The client's ACK that completes the handshake is timed next (once).
+            (*st).await_ack = ((*st).handshake.ack_ns == 0) as u8;
         }
         // The SYN takes one sequence number: data starts right after it.
         (*st).seq_end[side as usize] = pkt.seq.wrapping_add(1);
@@ -167,6 +166,7 @@ unsafe fn new_connection(st: *mut FlowState, key: &FlowKey, now: u64) {
         (*st).handshake.syn_ns = now;
         put(&raw mut (*st).handshake.synack_ns, 0);
         put(&raw mut (*st).handshake.ack_ns, 0);
+        put(&raw mut (*st).await_ack, 0);
         put(&raw mut (*st).seq_known, 0);
         put(&raw mut (*st).hole[0][0], 0);
         put(&raw mut (*st).hole[0][1], 0);
