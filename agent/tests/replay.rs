@@ -11,11 +11,16 @@ use std::{
 
 use serde_json::Value;
 
+/// The reference captures: the shared data set beside the project, or another directory of
+/// captures with `.json` twins in the same format (SIPHON_JA4_DATA), e.g. FoxIO's whole set.
 fn data_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/ja4");
+    let dir = std::env::var_os("SIPHON_JA4_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/ja4"));
     assert!(
         dir.is_dir(),
-        "reference captures missing: expected {} (the shared data set beside the project)",
+        "reference captures missing: expected {} (the shared data set beside the project, or \
+         SIPHON_JA4_DATA)",
         dir.display()
     );
     dir
