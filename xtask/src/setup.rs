@@ -17,7 +17,8 @@ use crate::cmd::{output, run};
 /// - python3, curl: the lab's inference server and a real HTTP client;
 /// - ethtool: inspecting offloads in the end-to-end tests;
 /// - haproxy, dante-server, openssl, python3-venv: the lab's TLS ingress, SOCKS relay, lab
-///   certificates, and LiteLLM's virtual environment.
+///   certificates, and LiteLLM's virtual environment;
+/// - prometheus: its `promtool` checks and unit-tests deploy/prometheus's rules.
 const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "python3",
@@ -27,6 +28,7 @@ const TEST_PACKAGES: &[&str] = &[
     "dante-server",
     "openssl",
     "python3-venv",
+    "prometheus",
 ];
 
 /// LiteLLM, the lab's real LLM router, pinned to a vetted release (1.82.7, 1.82.8 and 1.107.0

@@ -45,6 +45,15 @@ pub fn test(args: &TestArgs) -> anyhow::Result<()> {
             "build-std=core",
         ])
         .args(["--", "-D", "warnings"]))?;
+    // The shipped alerting and recording rules: valid PromQL, and alerts that fire (and stay
+    // quiet) on the series their unit tests feed them.
+    let rules = root.join("deploy/prometheus");
+    run(Command::new("promtool")
+        .current_dir(&rules)
+        .args(["check", "rules", "rules.yaml"]))?;
+    run(Command::new("promtool")
+        .current_dir(&rules)
+        .args(["test", "rules", "rules_test.yaml"]))?;
     run(Command::new("python3")
         .current_dir(root.join("xtask/lab"))
         .args([

@@ -2,7 +2,7 @@
 //! server's request log, the actors' own logs, and their specification.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     path::Path,
 };
 
@@ -267,7 +267,55 @@ pub fn run(out: &Path, report: &RunReport) -> anyhow::Result<Vec<String>> {
             ));
         }
     }
+    // 5. The shipped rules and dashboard query only metrics the agents export.
+    let root = crate::test::workspace_root();
+    for file in [
+        "deploy/prometheus/rules.yaml",
+        "deploy/grafana/siphon-overview.json",
+    ] {
+        let text = std::fs::read_to_string(root.join(file))?;
+        for name in queried_metrics(&text) {
+            let exported = [&report.server_metrics, &report.ingress_metrics]
+                .iter()
+                .any(|m| has_series(m, &name));
+            if !exported {
+                fail.push(format!(
+                    "{file} queries {name}, which no agent in the lab exports"
+                ));
+            }
+        }
+    }
     Ok(fail)
+}
+
+/// Whether a Prometheus exposition holds a sample of `name` (with or without labels).
+fn has_series(text: &str, name: &str) -> bool {
+    text.lines().filter(|l| !l.starts_with('#')).any(|l| {
+        l.strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+    })
+}
+
+/// The `siphon_*` metric names a rules file or dashboard queries. A name inside a recording
+/// rule's name (`service:siphon_requests:rate5m`, with colons) is not a metric the agent
+/// exports, and is skipped.
+pub fn queried_metrics(text: &str) -> BTreeSet<String> {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("siphon_") {
+        let before = rest[..at].chars().next_back();
+        let tail = &rest[at..];
+        let len = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        let after = tail[len..].chars().next();
+        if !before.is_some_and(is_name) && after != Some(':') {
+            names.insert(tail[..len].to_owned());
+        }
+        rest = &tail[len..];
+    }
+    names
 }
 
 /// The addresses the server should see an actor from (X-Forwarded-For), per the ground truth.
@@ -286,4 +334,39 @@ fn expected_ips(out: &Path, id: &str) -> HashSet<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queried_metrics_skips_recording_rule_names() {
+        let text = r#"
+          - record: service:siphon_requests:rate5m
+            expr: sum by (service) (rate(siphon_requests_total[5m]))
+          - alert: X
+            expr: service:siphon_time_to_first_byte_seconds:p95_5m > 5
+          "expr": "histogram_quantile(0.5, rate(siphon_response_duration_seconds_bucket[1m]))"
+          not_siphon_metric siphon_attached_interfaces == 0
+        "#;
+        let got: Vec<String> = queried_metrics(text).into_iter().collect();
+        assert_eq!(
+            got,
+            [
+                "siphon_attached_interfaces",
+                "siphon_requests_total",
+                "siphon_response_duration_seconds_bucket"
+            ]
+        );
+    }
+
+    #[test]
+    fn has_series_needs_the_whole_name() {
+        let text = "# TYPE siphon_flows_active gauge\nsiphon_flows_active 3\nsiphon_requests_total{a=\"b\"} 1\n";
+        assert!(has_series(text, "siphon_flows_active"));
+        assert!(has_series(text, "siphon_requests_total"));
+        assert!(!has_series(text, "siphon_requests"));
+        assert!(!has_series(text, "siphon_flows"));
+    }
 }
