@@ -221,7 +221,8 @@ pub fn payload(
     }
 }
 
-/// One payload record with room for `N` bytes, holding the first `n` (1 <= n <= N).
+/// One payload record with room for `N` bytes (a power of two), holding the first `n`
+/// (1 <= n <= N).
 #[inline(always)]
 fn capture<const N: usize>(
     ctx: &TcContext,
@@ -237,12 +238,16 @@ fn capture<const N: usize>(
     };
     // LLVM knows 1 <= n <= N from the caller's checks and may drop or move them, leaving the
     // verifier without a bound on the helper's length. Passing n through black_box hides the
-    // value from LLVM, so the check below stays, on the register the helper gets.
+    // value from LLVM, so the check below stays.
     let n = core::hint::black_box(n);
     if n == 0 || n > N as u32 {
         entry.discard(0);
         return 0;
     }
+    // The same value, as arithmetic the verifier bounds to 1..=N by itself: older verifiers
+    // (6.1) do not carry the bounds of the check above to the register the helper gets, and
+    // reject a length that may be 0. N is a power of two, so for 1 <= n <= N this is n.
+    let len = (n.wrapping_sub(1) & (N as u32 - 1)) + 1;
     // SAFETY: the entry is ours until submitted or discarded; `data` has N bytes and
     // 1 <= n <= N.
     let loaded = unsafe {
@@ -267,7 +272,7 @@ fn capture<const N: usize>(
             ctx.skb.skb as *const _,
             pkt.payload_off,
             (&raw mut (*r).data) as *mut _,
-            n,
+            len,
         )
     };
     if loaded != 0 {

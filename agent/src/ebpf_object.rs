@@ -4,6 +4,10 @@ use agent_common::{names, TimeSource, CAPTURE_MAX};
 use anyhow::Context as _;
 use aya::{programs::SchedClassifier, Ebpf, EbpfLoader};
 
+/// The oldest kernel line the programs were verified on (Debian's 6.12 under qemu; the
+/// development machine runs 6.18).
+const MIN_TESTED_KERNEL: &str = "6.12";
+
 /// The object built by build.rs from agent-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/siphon"));
 
@@ -72,9 +76,16 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Ebpf> {
         .load(OBJECT)
         .context("loading the eBPF object (needs root or CAP_BPF + CAP_NET_ADMIN)")?;
     for name in [names::PROG_INGRESS, names::PROG_EGRESS] {
-        classifier(&mut ebpf, name)?
-            .load()
-            .with_context(|| format!("verifier rejected program {name}"))?;
+        classifier(&mut ebpf, name)?.load().with_context(|| {
+            let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|r| r.trim().to_owned())
+                .unwrap_or_else(|_| "?".to_owned());
+            format!(
+                "verifier rejected program {name} on kernel {release} (Siphon's programs pass \
+                 the verifiers of Linux {MIN_TESTED_KERNEL} and newer; 6.1's runs out of its \
+                 instruction budget)"
+            )
+        })?;
     }
     Ok(ebpf)
 }
