@@ -3,7 +3,7 @@
 //! or the reason the packet cannot be attributed to a flow.
 
 use agent_common::{v4_mapped, Addr, KernelCounter};
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::{macros::map, maps::PerCpuArray, programs::TcContext};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -22,6 +22,38 @@ const IPV6_AH: u8 = 51;
 const IPV6_DSTOPTS: u8 = 60;
 /// Extension headers walked before giving up; real traffic rarely carries more than two.
 const MAX_IPV6_EXT: usize = 6;
+/// Largest transport-header offset after IPv6 extension headers that we follow.
+const MAX_IPV6_L4_OFF: usize = 4096;
+
+/// Where the IPv6 path passes its offsets through memory the verifier does not track (see
+/// `forget_path`). Per CPU, one slot: [transport offset, extension-header bytes].
+#[map(name = "PARSE_SCRATCH")]
+static PARSE_SCRATCH: PerCpuArray<[u32; 2]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Returns `(l4_off, ext_len)` unchanged, except to the verifier, which sees unknown values
+/// (bounded below). Each chain of IPv6 extension headers leaves different known offsets, and
+/// the verifier would check everything after parsing once per chain: about 8x the work, which
+/// Linux 6.1's verifier cannot finish within its budget. Only IPv6 packets pay this (a per-CPU
+/// slot written and read back, a few ns).
+#[inline(always)]
+fn forget_path(l4_off: usize, ext_len: u32) -> Option<(usize, u32)> {
+    let words = PARSE_SCRATCH.get_ptr_mut(0)? as *mut u32;
+    // SAFETY: this CPU's slot of a live map (two u32); nothing else runs on this CPU meanwhile.
+    // Volatile, so that LLVM keeps the round trip rather than forwarding the stored values.
+    let (off, ext) = unsafe {
+        core::ptr::write_volatile(words, l4_off as u32);
+        core::ptr::write_volatile(words.add(1), ext_len);
+        (
+            core::ptr::read_volatile(words),
+            core::ptr::read_volatile(words.add(1)),
+        )
+    };
+    let off = off as usize;
+    if off > MAX_IPV6_L4_OFF || ext as usize > MAX_IPV6_L4_OFF {
+        return None;
+    }
+    Some((off, ext))
+}
 
 /// What the flow table needs to know about one packet.
 pub struct Packet {
@@ -204,6 +236,7 @@ fn parse_ipv6(ctx: &TcContext, l3: usize) -> Result<Packet, Skip> {
     {
         return Err(Skip::Counter(KernelCounter::SkipIpv6ExtChain));
     }
+    let (off, ext_len) = forget_path(off, ext_len).ok_or(TRUNC)?;
     // payload_len is 0 for jumbograms (BIG TCP); fall back to skb->len as for IPv4.
     let l3_payload = if payload_len == 0 {
         0
