@@ -760,3 +760,34 @@ fn expect_continue_body_after_the_interim_response_is_the_same_exchange() {
     let heads = h.response_head_offsets();
     assert_eq!(heads, vec![0, interim.len() as u64]);
 }
+
+/// Instructions the verifier of this kernel may walk for one program before older verifiers
+/// give up. Linux 6.1's verifier (1M-instruction budget, weaker pruning) rejected the programs
+/// when this kernel (6.18) reported 209,727; at 46,216 both 6.1 and 6.12 accept them (checked
+/// under qemu). The bound keeps a margin for growth while catching a path explosion early.
+const VERIFIED_INSNS_BUDGET: u32 = 120_000;
+
+#[test]
+#[ignore = "privileged: loads eBPF; run with `cargo xtask test`"]
+fn verifier_work_stays_within_what_older_kernels_accept() {
+    let mut h = Harness::new();
+    for name in [names::PROG_INGRESS, names::PROG_EGRESS] {
+        let prog: &mut SchedClassifier = h
+            .ebpf
+            .program_mut(name)
+            .expect("prog")
+            .try_into()
+            .expect("classifier");
+        let verified = prog
+            .info()
+            .expect("program info")
+            .verified_instruction_count()
+            .expect("kernel reports verified instructions (5.16+)");
+        eprintln!("{name}: {verified} instructions verified");
+        assert!(
+            verified < VERIFIED_INSNS_BUDGET,
+            "{name}: the verifier walked {verified} instructions (budget {VERIFIED_INSNS_BUDGET}): \
+             a path explosion that Linux 6.1's verifier would not finish"
+        );
+    }
+}
