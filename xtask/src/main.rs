@@ -1,7 +1,8 @@
-//! Project automation: `cargo xtask setup | test | run | bench | lab`. See README.md.
+//! Project automation: `cargo xtask setup | test | run | bench | lab | kernels`. See README.md.
 
 mod bench;
 mod cmd;
+mod kernels;
 mod lab;
 mod run;
 mod setup;
@@ -37,6 +38,9 @@ enum Task {
     /// Set-up, build in release mode, and measure the kernel program's cost per packet
     /// (BPF_PROG_TEST_RUN, as root) next to a floor and a minimal LRU counter.
     Bench(bench::BenchArgs),
+    /// Set-up, then boot other kernels (Debian's 6.1 and 6.12 cloud kernels) in qemu and check
+    /// that Siphon's programs load, replay captures and attach there (as root; minutes).
+    Kernels(kernels::KernelsArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
         Task::Lab(args) => setup::setup().and_then(|()| lab::run(&args)),
         Task::Run { args } => setup::setup().and_then(|()| run::run(&args)),
         Task::Bench(args) => setup::setup().and_then(|()| bench::bench(&args)),
+        Task::Kernels(args) => setup::setup().and_then(|()| kernels::kernels(&args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -126,7 +126,7 @@ fn is_installed(package: &str) -> bool {
         .is_some_and(|s| s.contains("install ok installed"))
 }
 
-fn ensure_debian_packages(packages: &[String]) -> anyhow::Result<()> {
+pub fn ensure_debian_packages(packages: &[String]) -> anyhow::Result<()> {
     let missing: Vec<&String> = packages.iter().filter(|p| !is_installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
