@@ -327,18 +327,10 @@ unsafe fn client_data(
                     0
                 };
                 let capture = Capture {
-                    what: payload_what::REQUEST_HEAD,
-                    side,
-                    seq,
-                    ts_ns: now,
-                    turn_offset: 0,
-                    limit: cap,
                     prev_end,
+                    ..Capture::new(payload_what::REQUEST_HEAD, side, seq, now, 0, cap)
                 };
-                events::payload(ctx, pkt, key, st, &capture);
-                if pkt.payload_len > cap {
-                    bump(KernelCounter::EventHeadTruncated);
-                }
+                request_head(ctx, pkt, key, st, &capture);
             } else if (*ex).phase == phase::RESPONSE {
                 events::exchange(st, key, exchange_end::NEXT_REQUEST);
             }
@@ -451,11 +443,23 @@ unsafe fn client_data(
                 turn_offset,
                 cap,
             );
-            events::payload(ctx, pkt, key, st, &capture);
-            if pkt.payload_len > cap {
-                bump(KernelCounter::EventHeadTruncated);
-            }
+            request_head(ctx, pkt, key, st, &capture);
         }
+    }
+}
+
+/// Captures a request head; a head longer than the capture is a counted truncation.
+#[inline(always)]
+fn request_head(
+    ctx: &TcContext,
+    pkt: &Packet,
+    key: &FlowKey,
+    st: *const FlowState,
+    capture: &Capture,
+) {
+    events::payload(ctx, pkt, key, st, capture);
+    if pkt.payload_len > capture.limit {
+        bump(KernelCounter::EventHeadTruncated);
     }
 }
 

@@ -288,51 +288,38 @@ fn partial_hello_is_reported_incomplete() {
     assert_eq!(a.stats.hello_incomplete, 1);
 }
 
+/// The reports an assembler gives for these events, in order.
+fn assemble(events: Vec<Event>) -> Vec<Report> {
+    let mut a = assembler();
+    let mut out = Vec::new();
+    for e in events {
+        a.handle(e, &mut out);
+    }
+    out
+}
+
+/// A captured head holding all of `data`.
+fn whole_head(what: u8, offset: u64, ts: u64, data: &[u8]) -> Event {
+    head(what, 1, offset, ts, data, data.len() as u32)
+}
+
 #[test]
 fn interim_responses_fold_into_the_final_one() {
     // 100 Continue, then the final response later in the same server turn: one response, with
     // the final status, all the turn's bytes, and the interim response's first byte.
     let continue_ = b"HTTP/1.1 100 Continue\r\n\r\n";
-    let mut a = assembler();
-    let mut out = Vec::new();
-    a.handle(
-        head(
-            payload_what::REQUEST_HEAD,
-            1,
-            0,
-            1_000,
-            REQ,
-            REQ.len() as u32,
-        ),
-        &mut out,
-    );
-    a.handle(
-        head(
+    let total = (continue_.len() + RESP.len()) as u64;
+    let out = assemble(vec![
+        whole_head(payload_what::REQUEST_HEAD, 0, 1_000, REQ),
+        whole_head(payload_what::RESPONSE_HEAD, 0, 5_000, continue_),
+        whole_head(
             payload_what::RESPONSE_HEAD,
-            1,
-            0,
-            5_000,
-            continue_,
-            continue_.len() as u32,
-        ),
-        &mut out,
-    );
-    a.handle(
-        head(
-            payload_what::RESPONSE_HEAD,
-            1,
             continue_.len() as u64,
             6_000,
             RESP,
-            RESP.len() as u32,
         ),
-        &mut out,
-    );
-    let total = (continue_.len() + RESP.len()) as u64;
-    a.handle(
         exchange(1, REQ.len() as u64, total, exchange_end::FIN),
-        &mut out,
-    );
+    ]);
     let ex = exchanges(&out);
     assert_eq!(ex.len(), 1);
     assert_eq!(ex[0].http.as_ref().and_then(|h| h.status), Some(200));

@@ -5,10 +5,9 @@
 
 use std::process::Command;
 
-use anyhow::bail;
 use clap::Args;
 
-use crate::{cmd::run, test::workspace_root};
+use crate::cmd::{build_agent_release, require_root, run};
 
 /// Unset options take siphon-bench's defaults, so they are defined in one place.
 #[derive(Args)]
@@ -32,19 +31,10 @@ pub struct BenchArgs {
 }
 
 pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the benchmark loads eBPF programs (CAP_BPF, CAP_NET_ADMIN): run it as root");
-    }
-    let root = workspace_root();
+    require_root("the benchmark loads eBPF programs (CAP_BPF, CAP_NET_ADMIN)")?;
     // Release, as `run` builds: the figures are the kernel's and do not depend on it, but the
     // untimed work between calls (restoring state, draining) is quicker.
-    run(
-        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .current_dir(&root)
-            .args(["build", "--release", "-p", "agent", "--bin", "siphon-bench"]),
-    )?;
-    let mut bench = Command::new(root.join("target/release/siphon-bench"));
+    let mut bench = Command::new(build_agent_release("siphon-bench")?);
     for (flag, value) in [
         ("--runs", args.runs),
         ("--repeat", args.repeat),

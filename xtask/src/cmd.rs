@@ -1,8 +1,33 @@
 //! Running commands with their output visible, failing with the command line in the error.
 
-use std::process::{Command, Stdio};
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+};
 
 use anyhow::{bail, Context as _};
+
+use crate::test::workspace_root;
+
+/// Fails with `why` unless running as root (eBPF, network namespaces, packages).
+pub fn require_root(why: &str) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("{why}: run as root");
+    }
+    Ok(())
+}
+
+/// `cargo build --release -p agent --bin <bin>` in the workspace; returns the binary's path.
+pub fn build_agent_release(bin: &str) -> anyhow::Result<PathBuf> {
+    let root = workspace_root();
+    run(
+        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .current_dir(&root)
+            .args(["build", "--release", "-p", "agent", "--bin", bin]),
+    )?;
+    Ok(root.join("target/release").join(bin))
+}
 
 pub fn describe(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();

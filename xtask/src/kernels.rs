@@ -13,11 +13,11 @@ use std::{
     process::Command,
 };
 
-use anyhow::{bail, ensure, Context as _};
+use anyhow::{ensure, Context as _};
 use clap::Args;
 
 use crate::{
-    cmd::{output, run},
+    cmd::{build_agent_release, output, require_root, run},
     setup::ensure_debian_packages,
     test::workspace_root,
 };
@@ -40,20 +40,11 @@ const CAPTURES: &[&str] = &["tls12.pcap", "tls-sni.pcapng", "http1-with-cookies.
 const MODULES: &[&str] = &["net/sched/sch_ingress.ko", "net/sched/cls_bpf.ko"];
 
 pub fn kernels(args: &KernelsArgs) -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("installing packages and booting kernels needs root");
-    }
+    require_root("installing packages and booting kernels")?;
     let packages: Vec<String> = PACKAGES.iter().map(|p| p.to_string()).collect();
     ensure_debian_packages(&packages)?;
-    let root = workspace_root();
-    run(
-        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .current_dir(&root)
-            .args(["build", "--release", "-p", "agent", "--bin", "siphon"]),
-    )?;
-    let siphon = root.join("target/release/siphon");
-    let work = root.join("target/kernels");
+    let siphon = build_agent_release("siphon")?;
+    let work = workspace_root().join("target/kernels");
     fs::create_dir_all(&work)?;
     let lines = if args.kernels.is_empty() {
         vec!["6.1".to_owned(), "6.12".to_owned()]

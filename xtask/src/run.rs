@@ -2,17 +2,11 @@
 
 use std::process::Command;
 
-use crate::{cmd, test::workspace_root};
+use crate::cmd;
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let root = workspace_root();
     cmd::run(
-        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .current_dir(&root)
-            .args(["build", "--release", "-p", "agent"]),
-    )?;
-    cmd::run(
-        Command::new(root.join("target/release/siphon"))
+        Command::new(cmd::build_agent_release("siphon")?)
             .arg("run")
             .args(args),
     )

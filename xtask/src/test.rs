@@ -2,7 +2,6 @@
 
 use std::{path::PathBuf, process::Command};
 
-use anyhow::bail;
 use clap::Args;
 
 use crate::cmd::run;
@@ -69,10 +68,9 @@ pub fn test(args: &TestArgs) -> anyhow::Result<()> {
     if args.unprivileged {
         eprintln!("xtask: --unprivileged: the tests that load eBPF or create network namespaces are skipped");
     } else {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            bail!("the privileged tests need root (CAP_BPF, CAP_NET_ADMIN); run as root or pass --unprivileged");
-        }
+        crate::cmd::require_root(
+            "the privileged tests need CAP_BPF and CAP_NET_ADMIN (or pass --unprivileged)",
+        )?;
         t.arg("--include-ignored");
     }
     t.args(&args.cargo_test_args);

@@ -119,10 +119,7 @@ fn nodes(prefix: &str) -> Vec<Node> {
 }
 
 pub fn run(args: &LabArgs) -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the lab creates network namespaces: run it as root");
-    }
+    cmd::require_root("the lab creates network namespaces")?;
     let root = workspace_root();
     let out = if args.out.is_absolute() {
         args.out.clone()
@@ -133,7 +130,7 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         std::fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
     }
     std::fs::create_dir_all(&out)?;
-    let siphon = build_siphon(&root)?;
+    let siphon = cmd::build_agent_release("siphon")?;
 
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -180,15 +177,6 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         println!("lab: all checks passed (namespaces created and removed, nothing left behind)");
     }
     Ok(())
-}
-
-fn build_siphon(root: &Path) -> anyhow::Result<PathBuf> {
-    cmd::run(
-        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .current_dir(root)
-            .args(["build", "--release", "-p", "agent", "--bin", "siphon"]),
-    )?;
-    Ok(root.join("target/release/siphon"))
 }
 
 struct Lab {
