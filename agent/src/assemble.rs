@@ -42,6 +42,10 @@ struct FlowCtx {
     synack: Option<SynRecord>,
     last_seq: u32,
     touched_ns: u64,
+    /// End of the server's answer to the ClientHello (the first exchange of a TLS flow).
+    hello_answer_end_ns: Option<u64>,
+    /// Server's handshake flight end → client's next flight, once seen.
+    tls_rtt_seconds: Option<f64>,
 }
 
 /// Counters of what the assembler could not do, for export.
@@ -232,6 +236,7 @@ impl Assembler {
             client,
             server,
             ts_ns,
+            ts_unix_ns: None,
             tls,
             error,
         })));
@@ -262,7 +267,9 @@ impl Assembler {
         };
         let req_heads = take_seq(&mut ctx.req_heads, seq);
         let resp_heads = take_seq(&mut ctx.resp_heads, seq);
-        let tcp = tcp_info(ctx.syn.as_ref(), ctx.synack.as_ref(), &x.handshake);
+        note_tls_round_trip(ctx, x);
+        let mut tcp = tcp_info(ctx.syn.as_ref(), ctx.synack.as_ref(), &x.handshake);
+        tcp.tls_rtt_seconds = ctx.tls_rtt_seconds;
         let tls = ctx.tls.clone();
         let (client, server) = endpoints(&key, client_side, ctx.syn.as_ref());
         if matches!(x.end, exchange_end::FIN | exchange_end::RST) {
@@ -282,6 +289,7 @@ impl Assembler {
                 part: part.index,
                 end: end_label(x.end),
                 request_start_ns: part.req_first_ns,
+                request_start_unix_ns: None,
                 request_bytes: part.req_bytes,
                 response_bytes: part.resp_bytes,
                 request_packets: part.req_packets,
@@ -455,6 +463,22 @@ fn tcp_info(
         ja4ts: synack.map(|s| Ja4ts::new(s.window, &opts(s)).to_string()),
         syn_synack_seconds: secs(hs.syn_ns, hs.synack_ns),
         synack_ack_seconds: secs(hs.synack_ns, hs.ack_ns),
+        tls_rtt_seconds: None,
+    }
+}
+
+/// The TLS round trip of a flow: the first exchange of a TLS flow is the ClientHello and the
+/// server's answer; the client's next turn starts once that answer has reached it and its own
+/// reply has come back, so the gap is one round trip to the TLS client (plus its handshake
+/// computation, a millisecond or so).
+fn note_tls_round_trip(ctx: &mut FlowCtx, x: &ExchangeRecord) {
+    if ctx.tls_rtt_seconds.is_some() || !(ctx.hello_done || ctx.tls.is_some()) {
+        return;
+    }
+    match ctx.hello_answer_end_ns {
+        None if x.exchange.resp_bytes > 0 => ctx.hello_answer_end_ns = Some(x.exchange.resp_last_ns),
+        None => {}
+        Some(end) => ctx.tls_rtt_seconds = secs(end, x.exchange.req_first_ns),
     }
 }
 

@@ -29,6 +29,9 @@ pub enum Command {
     /// Feed a pcap/pcapng capture through the kernel program (BPF_PROG_TEST_RUN) and the same
     /// pipeline; print a summary, optionally write per-exchange JSON and the metrics.
     Replay(ReplayArgs),
+    /// Run the detector over exchange logs (as `--exchange-log` writes them; several are
+    /// merged by time): write detection events, print the top entities with their reasons.
+    Detect(DetectArgs),
     /// Print the version.
     Version,
 }
@@ -78,8 +81,39 @@ pub struct RunArgs {
     /// up to a power of two, 2 MiB to 128 MiB.
     #[arg(long, value_parser = parse_ringbuf_bytes)]
     pub ringbuf_bytes: Option<u32>,
+    /// Detector configuration (TOML; README.md "Detection"). Default: the built-in defaults.
+    #[arg(long, value_name = "PATH")]
+    pub detect_config: Option<std::path::PathBuf>,
+    /// Append one JSON line per detection event (raised, cleared) to this file.
+    #[arg(long, value_name = "PATH")]
+    pub detection_log: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DetectArgs {
+    /// Exchange logs (JSON lines; `-` for standard input).
+    #[arg(required = true, value_name = "LOG")]
+    pub logs: Vec<std::path::PathBuf>,
+    /// Detector configuration (TOML). Default: the built-in defaults.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<std::path::PathBuf>,
+    /// Write detection events (JSON lines) here (`-`: standard output).
+    #[arg(long, value_name = "PATH")]
+    pub events: Option<std::path::PathBuf>,
+    /// Write the detector's metrics at the end (Prometheus text format) here.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_out: Option<std::path::PathBuf>,
+    /// Write the final state here (JSON: every entity with a score, clusters with members).
+    #[arg(long, value_name = "PATH")]
+    pub summary: Option<std::path::PathBuf>,
+    /// Rows of the table per score kind.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// No table and no progress on the terminal.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// How requests are decoded and attributed; shared by `run` and `replay`.

@@ -3,7 +3,7 @@
 //!
 //! Data path, one module per step: [`ebpf_object`] (kernel hook) → [`kernel_maps`] and the
 //! ring buffer ([`events`]) → [`decode`] (HTTP heads, TLS hellos) → [`assemble`] (attribute:
-//! key, client, fingerprints) → [`capacity`] / [`metrics`] / [`http`] (export). [`flows`]
+//! key, client, fingerprints) → [`detect`] (entities, windows, scores, events) → [`capacity`] / [`metrics`] / [`http`] (export). [`flows`]
 //! sweeps the flow table; [`replay`] drives the same path from a capture.
 
 pub mod assemble;
@@ -11,6 +11,7 @@ pub mod attach;
 pub mod capacity;
 pub mod cli;
 pub mod decode;
+pub mod detect;
 pub mod ebpf_object;
 pub mod events;
 pub mod flows;

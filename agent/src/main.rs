@@ -12,6 +12,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Run(args) => run::run(args),
         cli::Command::Replay(args) => replay_cmd::replay(args),
+        cli::Command::Detect(args) => detect_cmd(args),
         cli::Command::Version => {
             println!("siphon {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -25,6 +26,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn detect_cmd(args: cli::DetectArgs) -> anyhow::Result<()> {
+    use siphon_agent::detect::{config::Config, offline};
+    let config = match &args.config {
+        Some(p) => Config::from_file(p)?,
+        None => Config::default(),
+    };
+    offline::run(&offline::Options {
+        logs: args.logs,
+        config,
+        events: args.events,
+        metrics_out: args.metrics_out,
+        summary_out: args.summary,
+        top: args.top,
+        quiet: args.quiet,
+    })?;
+    Ok(())
 }
 
 fn init_tracing(level: &str) {

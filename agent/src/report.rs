@@ -25,6 +25,9 @@ pub struct ExchangeReport {
     pub end: &'static str,
     /// Kernel clock (CLOCK_MONOTONIC live, capture time in replay), ns.
     pub request_start_ns: u64,
+    /// The same instant on the wall clock (Unix time, ns), so that logs of different nodes
+    /// merge; `None` where the agent could not tell (never in `run` or `replay`).
+    pub request_start_unix_ns: Option<u64>,
     pub request_bytes: u64,
     pub response_bytes: u64,
     pub request_packets: u32,
@@ -77,6 +80,11 @@ pub struct TcpInfo {
     pub syn_synack_seconds: Option<f64>,
     /// SYN-ACK → ACK.
     pub synack_ack_seconds: Option<f64>,
+    /// TLS handshake round trip at this hook: the end of the server's handshake flight (the
+    /// answer to the ClientHello) to the client's next flight. Where the hook is on the server
+    /// side this is the round trip to whoever runs TLS, while `synack_ack_seconds` is the round
+    /// trip to whoever runs TCP: a relay that forwards bytes splits the two.
+    pub tls_rtt_seconds: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -85,6 +93,8 @@ pub struct HelloReport {
     pub client: SocketAddr,
     pub server: SocketAddr,
     pub ts_ns: u64,
+    /// `ts_ns` on the wall clock (Unix time, ns).
+    pub ts_unix_ns: Option<u64>,
     #[serde(flatten)]
     pub tls: Option<TlsInfo>,
     /// Why no fingerprint: the decoder's reason (e.g. truncated).

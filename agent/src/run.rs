@@ -135,7 +135,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         ))),
         None => None,
     };
-    let pipeline = Pipeline::new(decode, capacity, exchange_log);
+    let detector = detector_sink(&args, metrics.registry())?;
+    let pipeline = Pipeline::new(decode, capacity, exchange_log).with_detector(detector);
     let shared = Arc::new(Shared {
         inner: Mutex::new(Inner {
             metrics,
@@ -201,6 +202,33 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     served.context("HTTP server failed")?;
     tracing::info!("siphon stopped");
     Ok(())
+}
+
+/// The detector, its metrics and its event log.
+fn detector_sink(
+    args: &RunArgs,
+    registry: &prometheus::Registry,
+) -> anyhow::Result<crate::pipeline::DetectorSink> {
+    use crate::detect::{config::Config, export::DetectorMetrics, Detector};
+    let config = match &args.detect_config {
+        Some(p) => Config::from_file(p).context("--detect-config")?,
+        None => Config::default(),
+    };
+    let log: Option<Box<dyn std::io::Write + Send>> = match &args.detection_log {
+        Some(path) => Some(Box::new(std::io::BufWriter::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening --detection-log {}", path.display()))?,
+        ))),
+        None => None,
+    };
+    Ok(crate::pipeline::DetectorSink::new(
+        Detector::new(config)?,
+        DetectorMetrics::new(registry)?,
+        log,
+    ))
 }
 
 fn attach_initial(
@@ -396,6 +424,7 @@ fn read_events(mut ring: RingBuf<MapData>, mut pipeline: Pipeline, rx: mpsc::Rec
                     while let Some(item) = ring.next() {
                         pipeline.on_record(&item);
                     }
+                    pipeline.finish_detector();
                     let _ = pipeline.flush();
                     return;
                 }

@@ -78,9 +78,10 @@ pub fn test(args: &TestArgs) -> anyhow::Result<()> {
     if args.unprivileged {
         return Ok(());
     }
-    // The lab, short: every actor, Siphon on two nodes, checked against the ground truth.
+    // The lab: every actor, Siphon on two nodes, checked against the ground truth, detections
+    // included (long enough for keys in lockstep to show: clusters need ~90 s of activity).
     crate::lab::run(&crate::lab::LabArgs {
-        duration: 45,
+        duration: 150,
         scenario: crate::lab::Scenario::All,
         out: "target/lab-ci".into(),
         check: true,

@@ -14,6 +14,7 @@ mod configs;
 mod delayline;
 mod procs;
 mod topology;
+mod verdict;
 mod view;
 
 use std::{
@@ -167,7 +168,8 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         bail!("namespaces left behind: {left:?}");
     }
     if args.check {
-        let failures = checks::run(&out, &report)?;
+        let mut failures = checks::run(&out, &report)?;
+        failures.extend(report.detection_failures.iter().cloned());
         if !failures.is_empty() {
             for f in &failures {
                 eprintln!("lab check FAILED: {f}");
@@ -190,6 +192,8 @@ struct Lab {
 /// What the run produced, for the summary and the checks.
 pub struct RunReport {
     pub actors: Vec<actors::Actor>,
+    /// Detection targets missed (see `verdict::failures`).
+    pub detection_failures: Vec<String>,
     pub server_metrics: String,
     pub ingress_metrics: String,
     pub keys: actors::Keys,
@@ -265,6 +269,8 @@ impl Lab {
             .args(["--sweep-interval", "1s", "--exchange-idle-timeout", "3s"])
             .arg("--exchange-log")
             .arg(self.out.join(format!("siphon-{role}-exchanges.jsonl")))
+            .arg("--detection-log")
+            .arg(self.out.join(format!("siphon-{role}-detections.jsonl")))
             .env("SIPHON_KEY_HASH_SECRET", KEY_HASH_SECRET);
             if role == "server" {
                 // haproxy in front adds one X-Forwarded-For hop.
@@ -422,13 +428,17 @@ impl Lab {
             self.out.join("siphon-ingress-metrics.txt"),
             &ingress_metrics,
         )?;
+        verdict::run_detect(&self.siphon, &self.out)?;
+        let (verdicts, shared) = verdict::verdicts(&self.out)?;
         let report = RunReport {
             actors,
+            detection_failures: verdict::failures(&verdicts),
             server_metrics,
             ingress_metrics,
             keys,
         };
         view::summary(&self.out, &report)?;
+        verdict::print(&verdicts, &shared);
         Ok(report)
     }
 

@@ -1,0 +1,223 @@
+//! Keys in lockstep over shared infrastructure. Keys are grouped by what they run on (their
+//! most used prefix and TLS stack, or User-Agent family where no TLS fingerprint is joined);
+//! within a group two keys are linked when they were busy in the same activity slots and
+//! their request rates and output sizes agree. Connected keys form a cluster (a "hydra" when
+//! each key has its own address; a pool when several share one). Pairwise work is bounded by
+//! `max_keys_per_group`.
+
+use std::collections::{BTreeMap, HashMap};
+
+
+use super::config::ClusterConfig;
+
+/// What the cluster pass needs of one key.
+#[derive(Clone, Debug)]
+pub struct KeyView {
+    pub key: Box<str>,
+    /// (prefix, stack): keys are only compared within a group.
+    pub group: (String, String),
+    pub address: Option<String>,
+    /// Activity slots as of now (bit 0 the current slot) and how many slots it has existed.
+    pub slots: u64,
+    pub age_slots: u64,
+    pub requests_per_second: f64,
+    pub tokens_per_response: f64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Component {
+    /// Member keys, sorted.
+    pub keys: Vec<Box<str>>,
+    /// Most keys of this component that share one address.
+    pub pooled: u32,
+    pub pooled_address: Option<String>,
+}
+
+fn within(a: f64, b: f64, factor: f64) -> bool {
+    a > 0.0 && b > 0.0 && a.max(b) / a.min(b) <= factor
+}
+
+/// Activity compared over slots three times coarser: a key pacing one request per slot or so
+/// leaves single idle slots that say nothing about lockstep.
+const COARSEN: u32 = 3;
+
+fn coarse(bits: u64) -> u32 {
+    let mut out = 0u32;
+    for i in 0..(64 / COARSEN) {
+        if (bits >> (i * COARSEN)) & ((1 << COARSEN) - 1) != 0 {
+            out |= 1 << i;
+        }
+    }
+    out
+}
+
+pub fn in_lockstep(a: &KeyView, b: &KeyView, cfg: &ClusterConfig) -> bool {
+    let span = a.age_slots.min(b.age_slots).min(63) / COARSEN as u64;
+    if span == 0 {
+        return false;
+    }
+    let mask = (1u32 << span) - 1;
+    let (sa, sb) = (coarse(a.slots) & mask, coarse(b.slots) & mask);
+    if sa.count_ones() < cfg.min_active_slots || sb.count_ones() < cfg.min_active_slots {
+        return false;
+    }
+    let jaccard = (sa & sb).count_ones() as f64 / (sa | sb).count_ones().max(1) as f64;
+    jaccard >= cfg.min_slot_jaccard
+        && within(a.requests_per_second, b.requests_per_second, cfg.max_rate_factor)
+        && within(a.tokens_per_response, b.tokens_per_response, cfg.max_output_factor)
+}
+
+/// Groups of two or more keys in lockstep. A key joins a group when it is in lockstep with at
+/// least half of the group's keys (not merely one of them: chains of near-matches must not
+/// merge two actors); the busiest keys are placed first.
+pub fn components(keys: &[KeyView], cfg: &ClusterConfig) -> Vec<Component> {
+    let mut groups: BTreeMap<&(String, String), Vec<usize>> = BTreeMap::new();
+    for (i, k) in keys.iter().enumerate() {
+        groups.entry(&k.group).or_default().push(i);
+    }
+    let mut found: Vec<Vec<usize>> = Vec::new();
+    for members in groups.values_mut() {
+        // The busiest first; the rest are not compared (bounded work).
+        members.sort_by(|&a, &b| {
+            keys[b]
+                .requests_per_second
+                .total_cmp(&keys[a].requests_per_second)
+                .then(keys[a].key.cmp(&keys[b].key))
+        });
+        members.truncate(cfg.max_keys_per_group);
+        let mut local: Vec<Vec<usize>> = Vec::new();
+        for &i in members.iter() {
+            let home = local.iter_mut().find(|c| {
+                let agree = c
+                    .iter()
+                    .filter(|&&j| in_lockstep(&keys[i], &keys[j], cfg))
+                    .count();
+                2 * agree >= c.len() && agree > 0
+            });
+            match home {
+                Some(c) => c.push(i),
+                None => local.push(vec![i]),
+            }
+        }
+        found.extend(local);
+    }
+    found
+        .into_iter()
+        .filter(|m| m.len() >= 2)
+        .map(|m| {
+            let mut by_addr: HashMap<&str, u32> = HashMap::new();
+            for &i in &m {
+                if let Some(a) = &keys[i].address {
+                    *by_addr.entry(a.as_str()).or_default() += 1;
+                }
+            }
+            let (pooled_address, pooled) = by_addr
+                .into_iter()
+                .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
+                .map_or((None, 0), |(a, n)| (Some(a.to_owned()), n));
+            let mut keys: Vec<Box<str>> = m.iter().map(|&i| keys[i].key.clone()).collect();
+            keys.sort();
+            Component {
+                keys,
+                pooled,
+                pooled_address,
+            }
+        })
+        .collect()
+}
+
+/// Keeps cluster identities stable while membership drifts: a component takes the id of the
+/// previous cluster it shares most keys with (at least half of either), else a new one.
+pub fn stable_id(keys: &[Box<str>], previous: &[(String, Vec<Box<str>>)]) -> String {
+    let best = previous
+        .iter()
+        .map(|(id, old)| {
+            let shared = keys.iter().filter(|k| old.contains(k)).count();
+            (shared, id, old.len())
+        })
+        .filter(|(shared, _, old_len)| 2 * shared >= keys.len().min(*old_len) && *shared > 0)
+        .max_by_key(|(shared, _, _)| *shared);
+    match best {
+        Some((_, id, _)) => id.clone(),
+        None => {
+            // Named after its smallest member: deterministic, and a key hash says nothing.
+            let first = keys.first().map_or("", |k| &**k);
+            format!("c-{}", &first[..first.len().min(12)])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str, group: &str, addr: &str, slots: u64, rps: f64, tokens: f64) -> KeyView {
+        KeyView {
+            key: name.into(),
+            group: ("10.0.0.0/24".into(), group.into()),
+            address: Some(addr.into()),
+            slots,
+            age_slots: 30,
+            requests_per_second: rps,
+            tokens_per_response: tokens,
+        }
+    }
+
+    #[test]
+    fn a_hydra_links_and_people_do_not() {
+        let all = (1u64 << 30) - 1;
+        let mut keys: Vec<KeyView> = (0..16)
+            .map(|i| key(&format!("h{i:02}"), "py", &format!("10.0.0.{i}"), all, 0.1, 1800.0))
+            .collect();
+        // People on the same stack and prefix: sporadic, different from each other.
+        keys.push(key("p1", "py", "10.0.0.100", 0b1011_0000_0000_1111, 0.05, 120.0));
+        keys.push(key("p2", "py", "10.0.0.100", 0b0000_1111_0110_0000, 0.06, 100.0));
+        // A hydra key on another stack is not compared with these.
+        keys.push(key("other", "curl", "10.0.0.50", all, 0.1, 1800.0));
+        let comps = components(&keys, &ClusterConfig::default());
+        assert_eq!(comps.len(), 1, "{comps:?}");
+        assert_eq!(comps[0].keys.len(), 16);
+        assert_eq!(comps[0].pooled, 1, "one key per address: a hydra, not a pool");
+    }
+
+    #[test]
+    fn a_pool_behind_one_address_is_counted() {
+        let all = (1u64 << 30) - 1;
+        let keys: Vec<KeyView> = (0..3)
+            .map(|i| key(&format!("r{i}"), "py", "10.0.0.9", all, 0.2 + 0.02 * i as f64, 1500.0))
+            .collect();
+        let comps = components(&keys, &ClusterConfig::default());
+        assert_eq!(comps[0].pooled, 3);
+        assert_eq!(comps[0].pooled_address.as_deref(), Some("10.0.0.9"));
+    }
+
+    #[test]
+    fn a_chain_of_near_matches_does_not_merge_two_groups() {
+        let all = (1u64 << 30) - 1;
+        // Rates 1.0, 1.3, 1.69, 2.2: each within 1.4 of the next, not of the one after.
+        let keys: Vec<KeyView> = (0..4)
+            .map(|i| key(&format!("k{i}"), "py", &format!("10.0.0.{i}"), all, 1.3f64.powi(i), 1500.0))
+            .collect();
+        let comps = components(&keys, &ClusterConfig::default());
+        assert!(comps.iter().all(|c| c.keys.len() <= 2), "{comps:?}");
+    }
+
+    #[test]
+    fn unequal_rates_do_not_link() {
+        let all = (1u64 << 30) - 1;
+        let keys = vec![
+            key("a", "py", "10.0.0.9", all, 0.2, 100.0),
+            key("b", "py", "10.0.0.9", all, 0.1, 100.0),
+        ];
+        assert!(components(&keys, &ClusterConfig::default()).is_empty());
+    }
+
+    #[test]
+    fn ids_survive_membership_drift() {
+        let prev = vec![("c-aaa".to_owned(), vec!["a".into(), "b".into(), "c".into()])];
+        let now: Vec<Box<str>> = vec!["b".into(), "c".into(), "d".into()];
+        assert_eq!(stable_id(&now, &prev), "c-aaa");
+        let fresh: Vec<Box<str>> = vec!["x1234567890abcdef".into(), "y".into()];
+        assert_eq!(stable_id(&fresh, &prev), "c-x1234567890a");
+    }
+}

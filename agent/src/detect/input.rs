@@ -1,0 +1,320 @@
+//! What the detector reads: one observation per exchange, built either from the pipeline's
+//! report (live, `siphon run`) or from an exchange-log line (`siphon detect`). Both go through
+//! [`Observation`], so the detector cannot tell live from offline.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::Deserialize;
+
+use crate::report::{ExchangeReport, Report};
+
+/// One exchange as the detector sees it. Times are on the records' clock: Unix time when the
+/// record carries it, else the kernel's monotonic clock.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observation {
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// The connection's peer at the hook.
+    pub peer: SocketAddr,
+    pub server: SocketAddr,
+    /// Exchange number on the connection (1: the first).
+    pub seq: u32,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub streamed_chunks: u32,
+    pub http: Option<HttpObs>,
+    /// Fingerprints of the client's own connection (its TLS and TCP), when this hook saw it.
+    pub transport: Transport,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpObs {
+    pub api_key_hash: Option<String>,
+    /// The client after trusted forwarding hops.
+    pub client_ip: IpAddr,
+    /// Forwarding entries before the client address: origins the client (or a proxy in front
+    /// of it) claimed itself.
+    pub claimed_origins: u32,
+    pub status: Option<u16>,
+    pub event_stream: bool,
+    pub user_agent_family: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Transport {
+    pub ja4: Option<String>,
+    pub ja4t: Option<String>,
+    pub tcp_rtt_seconds: Option<f64>,
+    pub tls_rtt_seconds: Option<f64>,
+}
+
+impl Observation {
+    /// The client the exchange is attributed to.
+    pub fn client_ip(&self) -> IpAddr {
+        self.http
+            .as_ref()
+            .map(|h| h.client_ip)
+            .unwrap_or(self.peer.ip())
+    }
+
+    /// The client spoke to this hook itself (no proxy in between), so the connection's TLS and
+    /// TCP fingerprints are the client's.
+    pub fn peer_is_client(&self) -> bool {
+        self.http
+            .as_ref()
+            .is_none_or(|h| h.client_ip == self.peer.ip())
+    }
+
+    /// An encrypted exchange's first turn is the TLS handshake, not a request.
+    pub fn is_tls_handshake(&self) -> bool {
+        self.http.is_none() && self.transport.ja4.is_some() && self.seq == 1
+    }
+
+    pub fn from_report(r: &ExchangeReport) -> Observation {
+        let start_ns = r.request_start_unix_ns.unwrap_or(r.request_start_ns);
+        let http = r.http.as_ref().map(|h| HttpObs {
+            api_key_hash: h.api_key_hash.clone(),
+            client_ip: h.client_ip,
+            claimed_origins: claimed_origins(&h.forwarded_for, h.client_ip),
+            status: h.status,
+            event_stream: h.event_stream,
+            user_agent_family: h.user_agent_family.to_owned(),
+        });
+        Observation {
+            start_ns,
+            end_ns: end_ns(start_ns, r.ttfb_seconds, r.response_duration_seconds),
+            peer: r.client,
+            server: r.server,
+            seq: r.seq,
+            request_bytes: r.request_bytes,
+            response_bytes: r.response_bytes,
+            streamed_chunks: r.streamed_chunks,
+            http,
+            transport: Transport {
+                ja4: r.tls.as_ref().map(|t| t.ja4.clone()),
+                ja4t: r.tcp.ja4t.clone(),
+                tcp_rtt_seconds: r.tcp.synack_ack_seconds,
+                tls_rtt_seconds: r.tcp.tls_rtt_seconds,
+            },
+        }
+    }
+}
+
+fn claimed_origins(forwarded_for: &[IpAddr], client: IpAddr) -> u32 {
+    forwarded_for
+        .iter()
+        .position(|a| *a == client)
+        .unwrap_or(0) as u32
+}
+
+fn end_ns(start_ns: u64, ttfb: Option<f64>, duration: Option<f64>) -> u64 {
+    let secs = ttfb.unwrap_or(0.0).max(0.0) + duration.unwrap_or(0.0).max(0.0);
+    start_ns.saturating_add((secs * 1e9) as u64)
+}
+
+/// A report the detector takes (exchanges only; hellos travel inside them).
+pub fn observation_of(report: &Report) -> Option<Observation> {
+    match report {
+        Report::Exchange(x) => Some(Observation::from_report(x)),
+        Report::TlsClientHello(_) => None,
+    }
+}
+
+// ---- exchange-log lines -------------------------------------------------------------------
+
+/// One line of an exchange log, as `--exchange-log` and `replay --json` write it. Fields the
+/// detector does not use are ignored; other record kinds are skipped.
+#[derive(Deserialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+enum LogLine {
+    Exchange(Box<LogExchange>),
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+struct LogExchange {
+    client: SocketAddr,
+    server: SocketAddr,
+    seq: u32,
+    request_start_ns: u64,
+    #[serde(default)]
+    request_start_unix_ns: Option<u64>,
+    request_bytes: u64,
+    response_bytes: u64,
+    #[serde(default)]
+    streamed_chunks: u32,
+    #[serde(default)]
+    ttfb_seconds: Option<f64>,
+    #[serde(default)]
+    response_duration_seconds: Option<f64>,
+    #[serde(default)]
+    http: Option<LogHttp>,
+    #[serde(default)]
+    tls: Option<LogTls>,
+    #[serde(default)]
+    tcp: Option<LogTcp>,
+}
+
+#[derive(Deserialize)]
+struct LogHttp {
+    #[serde(default)]
+    api_key_hash: Option<String>,
+    client_ip: IpAddr,
+    #[serde(default)]
+    forwarded_for: Vec<IpAddr>,
+    #[serde(default)]
+    status: Option<u16>,
+    #[serde(default)]
+    event_stream: bool,
+    #[serde(default)]
+    user_agent_family: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LogTls {
+    ja4: String,
+}
+
+#[derive(Deserialize, Default)]
+struct LogTcp {
+    #[serde(default)]
+    ja4t: Option<String>,
+    #[serde(default)]
+    synack_ack_seconds: Option<f64>,
+    #[serde(default)]
+    tls_rtt_seconds: Option<f64>,
+}
+
+/// Why a line was not an observation.
+#[derive(Debug, PartialEq)]
+pub enum LineError {
+    /// Valid JSON of another record kind (hellos, detections): not an error.
+    NotAnExchange,
+    Invalid(String),
+}
+
+pub fn parse_line(line: &str) -> Result<Observation, LineError> {
+    let parsed: LogLine =
+        serde_json::from_str(line).map_err(|e| LineError::Invalid(e.to_string()))?;
+    let LogLine::Exchange(x) = parsed else {
+        return Err(LineError::NotAnExchange);
+    };
+    let start_ns = x.request_start_unix_ns.unwrap_or(x.request_start_ns);
+    let tcp = x.tcp.unwrap_or_default();
+    Ok(Observation {
+        start_ns,
+        end_ns: end_ns(start_ns, x.ttfb_seconds, x.response_duration_seconds),
+        peer: x.client,
+        server: x.server,
+        seq: x.seq,
+        request_bytes: x.request_bytes,
+        response_bytes: x.response_bytes,
+        streamed_chunks: x.streamed_chunks,
+        http: x.http.map(|h| HttpObs {
+            claimed_origins: claimed_origins(&h.forwarded_for, h.client_ip),
+            api_key_hash: h.api_key_hash,
+            client_ip: h.client_ip,
+            status: h.status,
+            event_stream: h.event_stream,
+            user_agent_family: h.user_agent_family.unwrap_or_else(|| "other".to_owned()),
+        }),
+        transport: Transport {
+            ja4: x.tls.map(|t| t.ja4),
+            ja4t: tcp.ja4t,
+            tcp_rtt_seconds: tcp.synack_ack_seconds,
+            tls_rtt_seconds: tcp.tls_rtt_seconds,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{HttpInfo, TcpInfo, TlsInfo};
+
+    pub fn sample_report() -> ExchangeReport {
+        ExchangeReport {
+            ifindex: 3,
+            client: "10.0.0.9:40000".parse().unwrap(),
+            server: "10.0.0.1:8000".parse().unwrap(),
+            seq: 2,
+            part: 0,
+            end: "next_request",
+            request_start_ns: 5_000_000_000,
+            request_start_unix_ns: Some(1_700_000_000_000_000_000),
+            request_bytes: 300,
+            response_bytes: 9000,
+            request_packets: 1,
+            response_packets: 7,
+            ttfb_seconds: Some(0.25),
+            response_duration_seconds: Some(1.5),
+            streamed_chunks: 40,
+            http: Some(HttpInfo {
+                method: "POST",
+                route: "chat_completions",
+                path: "/v1/chat/completions".into(),
+                host: None,
+                status: Some(200),
+                status_class: "2xx",
+                event_stream: true,
+                user_agent_family: "openai-python",
+                api_key_hash: Some("00112233445566778899aabbccddeeff".into()),
+                client_ip: "192.0.2.7".parse().unwrap(),
+                forwarded_for: vec!["198.51.100.1".parse().unwrap(), "192.0.2.7".parse().unwrap()],
+                ja4h: "po11nn05enus_x_x_x".into(),
+                head_truncated: false,
+                decode_error: None,
+            }),
+            tls: Some(TlsInfo {
+                ja4: "t13d1516h2_8daaf6152771_02713d6af862".into(),
+                ja4_r: String::new(),
+                ja4_o: String::new(),
+                ja4_ro: String::new(),
+                sni: None,
+            }),
+            tcp: TcpInfo {
+                ja4t: Some("64240_2-4-8-1-3_1460_7".into()),
+                ja4ts: None,
+                syn_synack_seconds: Some(0.0001),
+                synack_ack_seconds: Some(0.002),
+                tls_rtt_seconds: Some(0.2),
+            },
+        }
+    }
+
+    #[test]
+    fn a_logged_line_reads_back_as_the_live_observation() {
+        let r = sample_report();
+        let line = serde_json::to_string(&Report::Exchange(Box::new(r.clone()))).unwrap();
+        let offline = parse_line(&line).unwrap();
+        assert_eq!(offline, Observation::from_report(&r));
+        assert_eq!(offline.start_ns, 1_700_000_000_000_000_000);
+        assert_eq!(offline.end_ns, 1_700_000_001_750_000_000);
+        assert_eq!(offline.http.as_ref().unwrap().claimed_origins, 1);
+        assert!(!offline.peer_is_client());
+    }
+
+    #[test]
+    fn logs_without_wall_clock_use_the_monotonic_one() {
+        let mut r = sample_report();
+        r.request_start_unix_ns = None;
+        let line = serde_json::to_string(&Report::Exchange(Box::new(r))).unwrap();
+        assert_eq!(parse_line(&line).unwrap().start_ns, 5_000_000_000);
+    }
+
+    #[test]
+    fn other_records_and_garbage_are_told_apart() {
+        assert_eq!(
+            parse_line(r#"{"record":"tls_client_hello","ts_ns":1}"#),
+            Err(LineError::NotAnExchange)
+        );
+        assert_eq!(
+            parse_line(r#"{"record":"detection","kind":"harvest"}"#),
+            Err(LineError::NotAnExchange)
+        );
+        for bad in ["", "{", "[]", r#"{"record":"exchange"}"#, "\u{0}\u{1}"] {
+            assert!(matches!(parse_line(bad), Err(LineError::Invalid(_))), "{bad:?}");
+        }
+    }
+}
