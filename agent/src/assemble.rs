@@ -476,7 +476,9 @@ fn note_tls_round_trip(ctx: &mut FlowCtx, x: &ExchangeRecord) {
         return;
     }
     match ctx.hello_answer_end_ns {
-        None if x.exchange.resp_bytes > 0 => ctx.hello_answer_end_ns = Some(x.exchange.resp_last_ns),
+        None if x.exchange.resp_bytes > 0 => {
+            ctx.hello_answer_end_ns = Some(x.exchange.resp_last_ns)
+        }
         None => {}
         Some(end) => ctx.tls_rtt_seconds = secs(end, x.exchange.req_first_ns),
     }

@@ -44,7 +44,9 @@ impl WallClock {
     }
 
     fn unix(offset: i128, ns: u64) -> Option<u64> {
-        (ns != 0).then(|| u64::try_from(ns as i128 + offset).ok()).flatten()
+        (ns != 0)
+            .then(|| u64::try_from(ns as i128 + offset).ok())
+            .flatten()
     }
 }
 

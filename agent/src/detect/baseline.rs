@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 
 use super::score::Baseline;
 
+/// Addresses with round trips needed before their gaps make a baseline.
+pub const MIN_RTT_ADDRESSES: usize = 5;
+
 /// One key's contribution.
 pub struct KeySample<'a> {
     pub cluster: Option<&'a str>,
@@ -14,12 +17,14 @@ pub struct KeySample<'a> {
     pub think_p50_seconds: Option<f64>,
 }
 
+/// The value at rank ⌊(n−1)·q⌋ (the lower one of an even-sized median): a few outliers on the
+/// high side cannot become the baseline.
 pub fn quantile(values: &mut [f64], q: f64) -> Option<f64> {
     if values.is_empty() {
         return None;
     }
     values.sort_by(f64::total_cmp);
-    let i = ((values.len() - 1) as f64 * q).round() as usize;
+    let i = ((values.len() - 1) as f64 * q).floor() as usize;
     values.get(i.min(values.len() - 1)).copied()
 }
 
@@ -56,7 +61,11 @@ pub fn compute(samples: &[KeySample<'_>], rtt_gaps: &mut [f64], q: f64) -> Basel
         output_tokens_per_second: quantile(&mut tps, q).unwrap_or(0.0),
         output_tokens_per_response: quantile(&mut tpr, q).unwrap_or(0.0),
         think_p50_seconds: quantile(&mut think, q),
-        rtt_gap_seconds: quantile(rtt_gaps, q),
+        rtt_gap_seconds: if rtt_gaps.len() >= MIN_RTT_ADDRESSES {
+            quantile(rtt_gaps, q)
+        } else {
+            None
+        },
     }
 }
 
@@ -80,9 +89,9 @@ mod tests {
         v.extend((0..16).map(|_| s(Some("c-1"), 200.0)));
         let b = compute(&v, &mut [], 0.5);
         assert_eq!(b.keys, 6);
-        // Sorted 1,2,3,4,5,200: index round(2.5) = 3 → 4.
-        assert_eq!(b.output_tokens_per_second, 4.0);
-        assert_eq!(b.output_tokens_per_response, 40.0);
+        // Sorted 1,2,3,4,5,200: index ⌊2.5⌋ = 2 → 3.
+        assert_eq!(b.output_tokens_per_second, 3.0);
+        assert_eq!(b.output_tokens_per_response, 30.0);
         assert_eq!(b.rtt_gap_seconds, None);
     }
 
@@ -90,6 +99,7 @@ mod tests {
     fn quantiles() {
         assert_eq!(quantile(&mut [3.0, 1.0, 2.0], 0.5), Some(2.0));
         assert_eq!(quantile(&mut [], 0.5), None);
-        assert_eq!(quantile(&mut [1.0, 2.0, 3.0, 4.0, 5.0], 0.9), Some(5.0));
+        assert_eq!(quantile(&mut [1.0, 2.0, 3.0, 4.0, 5.0], 0.9), Some(4.0));
+        assert_eq!(quantile(&mut [1.0, 9.0], 0.5), Some(1.0));
     }
 }

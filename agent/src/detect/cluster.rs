@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-
 use super::config::ClusterConfig;
 
 /// What the cluster pass needs of one key.
@@ -63,12 +62,20 @@ pub fn in_lockstep(a: &KeyView, b: &KeyView, cfg: &ClusterConfig) -> bool {
     }
     let jaccard = (sa & sb).count_ones() as f64 / (sa | sb).count_ones().max(1) as f64;
     jaccard >= cfg.min_slot_jaccard
-        && within(a.requests_per_second, b.requests_per_second, cfg.max_rate_factor)
-        && within(a.tokens_per_response, b.tokens_per_response, cfg.max_output_factor)
+        && within(
+            a.requests_per_second,
+            b.requests_per_second,
+            cfg.max_rate_factor,
+        )
+        && within(
+            a.tokens_per_response,
+            b.tokens_per_response,
+            cfg.max_output_factor,
+        )
 }
 
-/// Groups of two or more keys in lockstep. A key joins a group when it is in lockstep with at
-/// least half of the group's keys (not merely one of them: chains of near-matches must not
+/// Groups of two or more keys in lockstep. A key joins a group when it is in lockstep with more
+/// than half of the group's keys (not merely one of them: chains of near-matches must not
 /// merge two actors); the busiest keys are placed first.
 pub fn components(keys: &[KeyView], cfg: &ClusterConfig) -> Vec<Component> {
     let mut groups: BTreeMap<&(String, String), Vec<usize>> = BTreeMap::new();
@@ -92,7 +99,7 @@ pub fn components(keys: &[KeyView], cfg: &ClusterConfig) -> Vec<Component> {
                     .iter()
                     .filter(|&&j| in_lockstep(&keys[i], &keys[j], cfg))
                     .count();
-                2 * agree >= c.len() && agree > 0
+                2 * agree > c.len()
             });
             match home {
                 Some(c) => c.push(i),
@@ -167,24 +174,59 @@ mod tests {
     fn a_hydra_links_and_people_do_not() {
         let all = (1u64 << 30) - 1;
         let mut keys: Vec<KeyView> = (0..16)
-            .map(|i| key(&format!("h{i:02}"), "py", &format!("10.0.0.{i}"), all, 0.1, 1800.0))
+            .map(|i| {
+                key(
+                    &format!("h{i:02}"),
+                    "py",
+                    &format!("10.0.0.{i}"),
+                    all,
+                    0.1,
+                    1800.0,
+                )
+            })
             .collect();
         // People on the same stack and prefix: sporadic, different from each other.
-        keys.push(key("p1", "py", "10.0.0.100", 0b1011_0000_0000_1111, 0.05, 120.0));
-        keys.push(key("p2", "py", "10.0.0.100", 0b0000_1111_0110_0000, 0.06, 100.0));
+        keys.push(key(
+            "p1",
+            "py",
+            "10.0.0.100",
+            0b1011_0000_0000_1111,
+            0.05,
+            120.0,
+        ));
+        keys.push(key(
+            "p2",
+            "py",
+            "10.0.0.100",
+            0b0000_1111_0110_0000,
+            0.06,
+            100.0,
+        ));
         // A hydra key on another stack is not compared with these.
         keys.push(key("other", "curl", "10.0.0.50", all, 0.1, 1800.0));
         let comps = components(&keys, &ClusterConfig::default());
         assert_eq!(comps.len(), 1, "{comps:?}");
         assert_eq!(comps[0].keys.len(), 16);
-        assert_eq!(comps[0].pooled, 1, "one key per address: a hydra, not a pool");
+        assert_eq!(
+            comps[0].pooled, 1,
+            "one key per address: a hydra, not a pool"
+        );
     }
 
     #[test]
     fn a_pool_behind_one_address_is_counted() {
         let all = (1u64 << 30) - 1;
         let keys: Vec<KeyView> = (0..3)
-            .map(|i| key(&format!("r{i}"), "py", "10.0.0.9", all, 0.2 + 0.02 * i as f64, 1500.0))
+            .map(|i| {
+                key(
+                    &format!("r{i}"),
+                    "py",
+                    "10.0.0.9",
+                    all,
+                    0.2 + 0.02 * i as f64,
+                    1500.0,
+                )
+            })
             .collect();
         let comps = components(&keys, &ClusterConfig::default());
         assert_eq!(comps[0].pooled, 3);
@@ -196,7 +238,16 @@ mod tests {
         let all = (1u64 << 30) - 1;
         // Rates 1.0, 1.3, 1.69, 2.2: each within 1.4 of the next, not of the one after.
         let keys: Vec<KeyView> = (0..4)
-            .map(|i| key(&format!("k{i}"), "py", &format!("10.0.0.{i}"), all, 1.3f64.powi(i), 1500.0))
+            .map(|i| {
+                key(
+                    &format!("k{i}"),
+                    "py",
+                    &format!("10.0.0.{i}"),
+                    all,
+                    1.3f64.powi(i),
+                    1500.0,
+                )
+            })
             .collect();
         let comps = components(&keys, &ClusterConfig::default());
         assert!(comps.iter().all(|c| c.keys.len() <= 2), "{comps:?}");

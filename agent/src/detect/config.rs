@@ -279,7 +279,11 @@ impl Config {
         if self.windows_seconds.is_empty() || self.windows_seconds.len() > 4 {
             errs.push("windows_seconds: give 1 to 4 windows".to_owned());
         }
-        if self.windows_seconds.iter().any(|&w| w == 0 || w > 7 * 86_400) {
+        if self
+            .windows_seconds
+            .iter()
+            .any(|&w| w == 0 || w > 7 * 86_400)
+        {
             errs.push("windows_seconds: each between 1 s and 7 days".to_owned());
         }
         if !(1..=64).contains(&self.buckets) {
@@ -385,7 +389,10 @@ mod tests {
             ("[harvest]\nraise = 0.3\nclear = 0.5", "harvest"),
             ("windows_seconds = []", "windows_seconds"),
             ("[[allow]]\nreason = \"x\"", "api_key_hash or client"),
-            ("[[allow]]\nclient = \"10.0.0.0/99\"\nreason = \"x\"", "bad address"),
+            (
+                "[[allow]]\nclient = \"10.0.0.0/99\"\nreason = \"x\"",
+                "bad address",
+            ),
             ("top_k = \"many\"", "top_k"),
         ] {
             let e = Config::parse(text).unwrap_err().to_string();

@@ -250,7 +250,13 @@ impl Table {
         let mut ages: Vec<(bool, u64, Box<str>)> = self
             .map
             .iter()
-            .map(|(k, s)| (s.raised.iter().any(Option::is_some), s.last_seen_ns, k.clone()))
+            .map(|(k, s)| {
+                (
+                    s.raised.iter().any(Option::is_some),
+                    s.last_seen_ns,
+                    k.clone(),
+                )
+            })
             .collect();
         ages.sort_unstable();
         let n = (ages.len() / 16).max(1);
@@ -261,10 +267,7 @@ impl Table {
     }
 
     pub fn bytes(&self) -> usize {
-        self.map
-            .iter()
-            .map(|(k, s)| k.len() + s.bytes() + 16)
-            .sum()
+        self.map.iter().map(|(k, s)| k.len() + s.bytes() + 16).sum()
     }
 }
 

@@ -32,7 +32,10 @@ pub struct DetectorMetrics {
     last_counts: BTreeMap<(&'static str, &'static str), u64>,
 }
 
-fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> prometheus::Result<T> {
+fn reg<T: prometheus::core::Collector + Clone + 'static>(
+    r: &Registry,
+    c: T,
+) -> prometheus::Result<T> {
     r.register(Box::new(c.clone()))?;
     Ok(c)
 }
@@ -101,9 +104,18 @@ impl DetectorMetrics {
                 }
             }
             if selected.contains(&(j.ty, j.value.to_owned())) {
-                self.set(j.ty, j.value, j.scores, j.raised, j.requests_per_second, j.response_bytes_per_second);
+                self.set(
+                    j.ty,
+                    j.value,
+                    j.scores,
+                    j.raised,
+                    j.requests_per_second,
+                    j.response_bytes_per_second,
+                );
             } else {
-                let o = other.entry(j.ty).or_insert(([0.0; 2], [false; 2], 0.0, 0.0));
+                let o = other
+                    .entry(j.ty)
+                    .or_insert(([0.0; 2], [false; 2], 0.0, 0.0));
                 for i in 0..2 {
                     o.0[i] = o.0[i].max(j.scores[i]);
                     o.1[i] |= j.raised[i];
@@ -113,7 +125,10 @@ impl DetectorMetrics {
             }
         }
         for ty in EntityType::ALL {
-            let (s, r, rps, b) = other.get(&ty).copied().unwrap_or(([0.0; 2], [false; 2], 0.0, 0.0));
+            let (s, r, rps, b) = other
+                .get(&ty)
+                .copied()
+                .unwrap_or(([0.0; 2], [false; 2], 0.0, 0.0));
             self.set(ty, OTHER, s, r, rps, b);
             for kind in Kind::ALL {
                 self.active
@@ -133,7 +148,9 @@ impl DetectorMetrics {
         self.exported = selected;
         for ty in EntityType::TRACKED {
             if let Some(t) = det.table(ty) {
-                self.tracked.with_label_values(&[ty.label()]).set(t.map.len() as i64);
+                self.tracked
+                    .with_label_values(&[ty.label()])
+                    .set(t.map.len() as i64);
                 let (created, evicted) = (self.created.clone(), self.evicted.clone());
                 self.add_delta(&created, ty.label(), "created", t.created);
                 self.add_delta(&evicted, ty.label(), "evicted", t.evicted);
@@ -157,10 +174,20 @@ impl DetectorMetrics {
         self.memory.set(det.memory_bytes as i64);
     }
 
-    fn set(&self, ty: EntityType, v: &str, scores: [f64; 2], raised: [bool; 2], rps: f64, bytes: f64) {
+    fn set(
+        &self,
+        ty: EntityType,
+        v: &str,
+        scores: [f64; 2],
+        raised: [bool; 2],
+        rps: f64,
+        bytes: f64,
+    ) {
         for kind in Kind::ALL {
             let i = kind.index();
-            self.score.with_label_values(&[kind.label(), ty.label(), v]).set(scores[i]);
+            self.score
+                .with_label_values(&[kind.label(), ty.label(), v])
+                .set(scores[i]);
             self.raised
                 .with_label_values(&[kind.label(), ty.label(), v])
                 .set(if raised[i] { 1.0 } else { 0.0 });
@@ -170,7 +197,11 @@ impl DetectorMetrics {
     }
 }
 
-fn top_by<'a, 'b>(judged: &'b [Judged<'a>], k: usize, key: impl Fn(&Judged<'a>) -> f64) -> Vec<&'b Judged<'a>> {
+fn top_by<'a, 'b>(
+    judged: &'b [Judged<'a>],
+    k: usize,
+    key: impl Fn(&Judged<'a>) -> f64,
+) -> Vec<&'b Judged<'a>> {
     let mut v: Vec<&Judged> = judged.iter().filter(|j| key(j) > 0.0).collect();
     if v.len() > k {
         v.select_nth_unstable_by(k - 1, |a, b| key(b).total_cmp(&key(a)));

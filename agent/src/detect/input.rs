@@ -101,10 +101,7 @@ impl Observation {
 }
 
 fn claimed_origins(forwarded_for: &[IpAddr], client: IpAddr) -> u32 {
-    forwarded_for
-        .iter()
-        .position(|a| *a == client)
-        .unwrap_or(0) as u32
+    forwarded_for.iter().position(|a| *a == client).unwrap_or(0) as u32
 }
 
 fn end_ns(start_ns: u64, ttfb: Option<f64>, duration: Option<f64>) -> u64 {
@@ -261,7 +258,10 @@ mod tests {
                 user_agent_family: "openai-python",
                 api_key_hash: Some("00112233445566778899aabbccddeeff".into()),
                 client_ip: "192.0.2.7".parse().unwrap(),
-                forwarded_for: vec!["198.51.100.1".parse().unwrap(), "192.0.2.7".parse().unwrap()],
+                forwarded_for: vec![
+                    "198.51.100.1".parse().unwrap(),
+                    "192.0.2.7".parse().unwrap(),
+                ],
                 ja4h: "po11nn05enus_x_x_x".into(),
                 head_truncated: false,
                 decode_error: None,
@@ -314,7 +314,10 @@ mod tests {
             Err(LineError::NotAnExchange)
         );
         for bad in ["", "{", "[]", r#"{"record":"exchange"}"#, "\u{0}\u{1}"] {
-            assert!(matches!(parse_line(bad), Err(LineError::Invalid(_))), "{bad:?}");
+            assert!(
+                matches!(parse_line(bad), Err(LineError::Invalid(_))),
+                "{bad:?}"
+            );
         }
     }
 }

@@ -135,7 +135,8 @@ impl Joiner {
     }
 
     fn expire(&mut self, clock_ns: u64) {
-        let horizon = clock_ns.saturating_sub(2 * self.delay_ns + self.tolerance_ns + 30_000_000_000);
+        let horizon =
+            clock_ns.saturating_sub(2 * self.delay_ns + self.tolerance_ns + 30_000_000_000);
         if self.by_address.len() > 1024 {
             self.by_address
                 .retain(|_, q| q.back().is_some_and(|s| s.start_ns >= horizon));

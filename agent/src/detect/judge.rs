@@ -24,7 +24,13 @@ pub struct Ctx<'a> {
 /// Rates are not taken over less than this (or the window, if shorter).
 const SPAN_FLOOR_SECONDS: f64 = 30.0;
 
-fn features_of(sum: &Bucket, window_s: f64, first_seen: u64, duty: Option<f64>, now: u64) -> Features {
+fn features_of(
+    sum: &Bucket,
+    window_s: f64,
+    first_seen: u64,
+    duty: Option<f64>,
+    now: u64,
+) -> Features {
     let span = features::span_seconds(window_s, first_seen, now, SPAN_FLOOR_SECONDS);
     features::compute(sum, span, duty)
 }
@@ -41,12 +47,17 @@ pub fn window_features(cfg: &Config, st: &EntityState, i: usize, now: u64) -> Fe
 }
 
 /// Both scores: for each kind, the window that scores highest.
-fn best_over_windows(ctx: &Ctx<'_>, n_windows: usize, feats: impl Fn(usize) -> Features, pooled: u32) -> [Score; 2] {
+fn best_over_windows(
+    ctx: &Ctx<'_>,
+    n_windows: usize,
+    feats: impl Fn(usize) -> Features,
+    pooled: u32,
+) -> [Score; 2] {
     let mut best = [Score::default(), Score::default()];
     for i in 0..n_windows {
         let f = feats(i);
         let h = score::harvest(&f, ctx.baseline, &ctx.cfg.harvest, ctx.cfg.slot_seconds);
-        let r = score::relay(&f, ctx.baseline, pooled, &ctx.cfg.relay);
+        let r = score::relay(&f, ctx.baseline, pooled, &ctx.cfg.relay, &ctx.cfg.harvest);
         if h.value > best[0].value {
             best[0] = h;
         }
@@ -67,11 +78,24 @@ pub fn score_entity(ctx: &Ctx<'_>, _ty: EntityType, st: &EntityState) -> [Score;
 }
 
 fn linked_of(links: &Links, ty: EntityType) -> Linked {
-    let names = |s: &super::sketch::LinkSet| s.top().into_iter().map(|(v, _)| v.to_owned()).collect();
+    let names =
+        |s: &super::sketch::LinkSet| s.top().into_iter().map(|(v, _)| v.to_owned()).collect();
     Linked {
-        api_keys: if ty == EntityType::ApiKey { Vec::new() } else { names(&links.api_keys) },
-        client_ips: if ty == EntityType::ClientIp { Vec::new() } else { names(&links.client_ips) },
-        ja4: if ty == EntityType::Ja4 { Vec::new() } else { names(&links.ja4s) },
+        api_keys: if ty == EntityType::ApiKey {
+            Vec::new()
+        } else {
+            names(&links.api_keys)
+        },
+        client_ips: if ty == EntityType::ClientIp {
+            Vec::new()
+        } else {
+            names(&links.client_ips)
+        },
+        ja4: if ty == EntityType::Ja4 {
+            Vec::new()
+        } else {
+            names(&links.ja4s)
+        },
     }
 }
 
@@ -137,7 +161,10 @@ pub fn transitions(
     scores: &[Score; 2],
     events: &mut Vec<DetectionEvent>,
 ) {
-    let entity = EntityRef { ty: ty.label().to_owned(), value: value.to_owned() };
+    let entity = EntityRef {
+        ty: ty.label().to_owned(),
+        value: value.to_owned(),
+    };
     let allowed = ctx.allow.allows(ty, value);
     for kind in Kind::ALL {
         let k = kind.index();
@@ -223,7 +250,13 @@ pub struct Judged<'a> {
 }
 
 impl<'a> Judged<'a> {
-    pub fn of(ty: EntityType, value: &'a str, st: &EntityState, cfg: &Config, now: u64) -> Judged<'a> {
+    pub fn of(
+        ty: EntityType,
+        value: &'a str,
+        st: &EntityState,
+        cfg: &Config,
+        now: u64,
+    ) -> Judged<'a> {
         let mid = cfg.windows_seconds.len().min(2).saturating_sub(1);
         let f = window_features(cfg, st, mid, now);
         Judged {
@@ -263,7 +296,10 @@ fn key_view(cfg: &Config, key: &str, st: &EntityState, mid: usize, now: u64) -> 
     };
     Some(KeyView {
         key: key.into(),
-        group: (st.links.prefixes.most_frequent().unwrap_or("").to_owned(), stack),
+        group: (
+            st.links.prefixes.most_frequent().unwrap_or("").to_owned(),
+            stack,
+        ),
         address: st.links.client_ips.most_frequent().map(str::to_owned),
         slots: st.activity.at(now_slot),
         age_slots: now_slot.saturating_sub(st.first_seen_ns / slot_ns) + 1,
@@ -301,8 +337,10 @@ pub fn clusters(
             }
         }
     }
-    let prev_ids: Vec<(String, Vec<Box<str>>)> =
-        previous.iter().map(|c| (c.id.clone(), c.members.clone())).collect();
+    let prev_ids: Vec<(String, Vec<Box<str>>)> = previous
+        .iter()
+        .map(|c| (c.id.clone(), c.members.clone()))
+        .collect();
     let mut out: Vec<ClusterState> = Vec::new();
     for comp in &comps {
         let pooled = if comp.pooled >= 2 { comp.pooled } else { 0 };
@@ -321,7 +359,9 @@ pub fn clusters(
         let mut ips = Vec::new();
         let mut ja4s = Vec::new();
         for k in &comp.keys {
-            let Some(st) = tables[ki].map.get_mut(k) else { continue };
+            let Some(st) = tables[ki].map.get_mut(k) else {
+                continue;
+            };
             if pooled > 0 && st.links.client_ips.most_frequent() == comp.pooled_address.as_deref() {
                 st.pooled_keys = pooled;
                 st.pooled_at_ns = ctx.now;
@@ -354,7 +394,11 @@ pub fn clusters(
         let age = (ctx.now / slot_ns).saturating_sub(first_seen / slot_ns) + 1;
         let duty = (age >= features::MIN_DUTY_SLOTS).then(|| {
             let span = age.min(64);
-            let mask = if span >= 64 { u64::MAX } else { (1u64 << span) - 1 };
+            let mask = if span >= 64 {
+                u64::MAX
+            } else {
+                (1u64 << span) - 1
+            };
             (slots & mask).count_ones() as f64 / span as f64
         });
         let feats = |i: usize| {
@@ -389,7 +433,10 @@ pub fn clusters(
         state.first_seen_ns = state.first_seen_ns.min(first_seen);
         state.requests_per_second = mid_f.requests_per_second;
         state.response_bytes_per_second = mid_f.response_bytes_per_second;
-        let entity = EntityRef { ty: "cluster".into(), value: id.clone() };
+        let entity = EntityRef {
+            ty: "cluster".into(),
+            value: id.clone(),
+        };
         let allowed = ctx.allow.allows_all(&state.members);
         let linked = Linked {
             api_keys: state.members.iter().map(|k| k.to_string()).collect(),
@@ -416,7 +463,17 @@ pub fn clusters(
                 },
             );
             let mut raised = state.raised[k];
-            transition(ctx, kind, &entity, &reasons, &mut raised, allowed, &|| linked.clone(), state.first_seen_ns, events);
+            transition(
+                ctx,
+                kind,
+                &entity,
+                &reasons,
+                &mut raised,
+                allowed,
+                &|| linked.clone(),
+                state.first_seen_ns,
+                events,
+            );
             state.raised[k] = raised;
         }
         out.push(state);
@@ -432,14 +489,27 @@ pub fn clusters(
         }
         for kind in Kind::ALL {
             if old.raised[kind.index()].is_some() {
-                let entity = EntityRef { ty: "cluster".into(), value: old.id.clone() };
+                let entity = EntityRef {
+                    ty: "cluster".into(),
+                    value: old.id.clone(),
+                };
                 let mut raised = old.raised[kind.index()];
                 let linked = Linked {
                     api_keys: old.members.iter().map(|k| k.to_string()).collect(),
                     client_ips: old.client_ips.clone(),
                     ja4: old.ja4s.clone(),
                 };
-                transition(ctx, kind, &entity, &Score::default(), &mut raised, None, &|| linked.clone(), old.first_seen_ns, events);
+                transition(
+                    ctx,
+                    kind,
+                    &entity,
+                    &Score::default(),
+                    &mut raised,
+                    None,
+                    &|| linked.clone(),
+                    old.first_seen_ns,
+                    events,
+                );
             }
         }
     }

@@ -300,8 +300,14 @@ impl Detector {
         if ty == EntityType::Cluster {
             let c = self.clusters.iter().find(|c| c.id == value)?;
             return Some([
-                score::Score { value: c.scores[0], reasons: c.reasons[0].clone() },
-                score::Score { value: c.scores[1], reasons: c.reasons[1].clone() },
+                score::Score {
+                    value: c.scores[0],
+                    reasons: c.reasons[0].clone(),
+                },
+                score::Score {
+                    value: c.scores[1],
+                    reasons: c.reasons[1].clone(),
+                },
             ]);
         }
         let st = self.tables.get(ty.index())?.map.get(value)?;
@@ -411,7 +417,11 @@ pub fn prefix_of(ip: IpAddr, v4: u8, v6: u8) -> String {
     match ip {
         IpAddr::V4(a) => {
             let bits = u32::from(a);
-            let mask = if v4 == 0 { 0 } else { u32::MAX << (32 - v4.min(32)) };
+            let mask = if v4 == 0 {
+                0
+            } else {
+                u32::MAX << (32 - v4.min(32))
+            };
             format!("{}/{}", std::net::Ipv4Addr::from(bits & mask), v4)
         }
         IpAddr::V6(a) => {

@@ -256,7 +256,11 @@ fn write_events(
 }
 
 fn print_table(det: &Detector, sum: &Summary, top: usize, secs: f64) {
-    let raised = sum.events.iter().filter(|e| e.state == State::Raised).count();
+    let raised = sum
+        .events
+        .iter()
+        .filter(|e| e.state == State::Raised)
+        .count();
     let js = det.join_stats();
     eprintln!(
         "siphon detect: {} lines, {} exchanges ({} requests, {} handshakes), {} other records, {} bad lines, {} joined to their TLS record; {} raised, {} cleared; {:.0} records/s",
@@ -285,7 +289,10 @@ fn print_table(det: &Detector, sum: &Summary, top: usize, secs: f64) {
         let mut rows: Vec<_> = judged.iter().filter(|j| j.scores[k] > 0.0).collect();
         rows.sort_by(|a, b| b.scores[k].total_cmp(&a.scores[k]));
         println!("top {name} scores:");
-        println!("  {:<6} {:<10} {:<36} {:>6} {:>7}  reasons", "raised", "type", "entity", "score", "req/s");
+        println!(
+            "  {:<6} {:<10} {:<36} {:>6} {:>7}  reasons",
+            "raised", "type", "entity", "score", "req/s"
+        );
         for j in rows.into_iter().take(top) {
             let reasons = det
                 .explain(j.ty, j.value)

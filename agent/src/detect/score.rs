@@ -50,7 +50,7 @@ pub struct Score {
 
 /// 0 at or below `lo`, 1 at or above `hi`, linear between.
 pub fn ramp(x: f64, lo: f64, hi: f64) -> f64 {
-    if !(x > lo) {
+    if x.is_nan() || x <= lo {
         0.0
     } else if x >= hi || hi <= lo {
         1.0
@@ -201,7 +201,10 @@ pub fn harvest(f: &Features, base: &Baseline, cfg: &HarvestConfig, slot_s: u64) 
             value: cv,
             baseline: cfg.cv_none,
             evidence: regular,
-            text: format!("inter-arrival CV {cv:.2} (clockwork below {:.2})", cfg.cv_none),
+            text: format!(
+                "inter-arrival CV {cv:.2} (clockwork below {:.2})",
+                cfg.cv_none
+            ),
         });
     }
     let throttled = ramp(f.throttled_share, cfg.throttled_lo, cfg.throttled_hi);
@@ -225,7 +228,22 @@ pub fn harvest(f: &Features, base: &Baseline, cfg: &HarvestConfig, slot_s: u64) 
     finish(value, reasons)
 }
 
-pub fn relay(f: &Features, base: &Baseline, pooled_keys: u32, cfg: &RelayConfig) -> Score {
+/// Evidence that an entity pulls long outputs or far more than it sends (harvest's content).
+fn content_evidence(f: &Features, h: &HarvestConfig) -> f64 {
+    ramp(f.long_share, h.long_share_lo, h.long_share_hi).max(ramp_log(
+        f.response_request_ratio,
+        h.ratio_lo,
+        h.ratio_hi,
+    ))
+}
+
+pub fn relay(
+    f: &Features,
+    base: &Baseline,
+    pooled_keys: u32,
+    cfg: &RelayConfig,
+    harvest_cfg: &HarvestConfig,
+) -> Score {
     if f.requests < cfg.min_requests {
         return Score::default();
     }
@@ -253,8 +271,10 @@ pub fn relay(f: &Features, base: &Baseline, pooled_keys: u32, cfg: &RelayConfig)
             ),
         });
     }
+    // Keys in lockstep behind one address are only relay evidence when what flows through
+    // them is bulk output: an office of people on one SDK can look like a pool by timing alone.
     let pooled = if pooled_keys >= 2 {
-        ramp(pooled_keys as f64, 1.0, cfg.pooled_keys_full)
+        ramp(pooled_keys as f64, 1.0, cfg.pooled_keys_full) * content_evidence(f, harvest_cfg)
     } else {
         0.0
     };
@@ -264,7 +284,10 @@ pub fn relay(f: &Features, base: &Baseline, pooled_keys: u32, cfg: &RelayConfig)
             value: pooled_keys as f64,
             baseline: 1.0,
             evidence: pooled,
-            text: format!("{pooled_keys} API keys used in lockstep from one address"),
+            text: format!(
+                "{pooled_keys} API keys used in lockstep from one address, {} of responses long",
+                pct(f.long_share)
+            ),
         });
     }
     let claimed = ramp(
@@ -344,6 +367,24 @@ mod tests {
     }
 
     #[test]
+    fn a_pool_counts_only_when_bulk_output_flows_through_it() {
+        let (rc, hc) = (RelayConfig::default(), HarvestConfig::default());
+        let office = Features {
+            requests: 100,
+            long_share: 0.02,
+            response_request_ratio: 2.0,
+            ..Features::default()
+        };
+        assert_eq!(relay(&office, &base(), 6, &rc, &hc).value, 0.0);
+        let relayed = Features {
+            long_share: 0.95,
+            response_request_ratio: 200.0,
+            ..office
+        };
+        assert!(relay(&relayed, &base(), 3, &rc, &hc).value > 0.8);
+    }
+
+    #[test]
     fn ramps_and_noisy_or() {
         assert_eq!(ramp(5.0, 0.0, 10.0), 0.5);
         assert_eq!(ramp(-1.0, 0.0, 10.0), 0.0);
@@ -388,7 +429,8 @@ mod tests {
         let cfg = HarvestConfig::default();
         let b = base();
         let s0 = harvest(&harvester(), &b, &cfg, 10).value;
-        let tweaks: Vec<Box<dyn Fn(&mut Features)>> = vec![
+        type Tweak = Box<dyn Fn(&mut Features)>;
+        let tweaks: Vec<Tweak> = vec![
             Box::new(|f| f.output_tokens_per_second *= 2.0),
             Box::new(|f| f.long_share = 1.0),
             Box::new(|f| f.response_request_ratio *= 2.0),
@@ -421,14 +463,18 @@ mod tests {
             requests: 50,
             ..Features::default()
         };
-        let r0 = relay(&g, &b, 0, &rc).value;
+        let hc = HarvestConfig::default();
+        let r0 = relay(&g, &b, 0, &rc, &hc).value;
         g.rtt_samples = 10;
         g.rtt_gap_p50_seconds = Some(0.128);
-        let r1 = relay(&g, &b, 0, &rc).value;
-        let r2 = relay(&g, &b, 3, &rc).value;
+        let r1 = relay(&g, &b, 0, &rc, &hc).value;
+        let r2 = relay(&g, &b, 3, &rc, &hc).value;
         g.claimed_origin_share = 1.0;
-        let r3 = relay(&g, &b, 3, &rc).value;
-        assert!(r0 == 0.0 && r1 > 0.9 && r2 >= r1 && r3 >= r2, "{r0} {r1} {r2} {r3}");
+        let r3 = relay(&g, &b, 3, &rc, &hc).value;
+        assert!(
+            r0 == 0.0 && r1 > 0.9 && r2 >= r1 && r3 >= r2,
+            "{r0} {r1} {r2} {r3}"
+        );
     }
 
     #[test]
@@ -437,7 +483,10 @@ mod tests {
             requests: 3,
             ..harvester()
         };
-        assert_eq!(harvest(&f, &base(), &HarvestConfig::default(), 10).value, 0.0);
+        assert_eq!(
+            harvest(&f, &base(), &HarvestConfig::default(), 10).value,
+            0.0
+        );
     }
 
     #[test]
@@ -448,6 +497,16 @@ mod tests {
             rtt_gap_p50_seconds: Some(0.004),
             ..Features::default()
         };
-        assert_eq!(relay(&f, &base(), 0, &RelayConfig::default()).value, 0.0);
+        assert_eq!(
+            relay(
+                &f,
+                &base(),
+                0,
+                &RelayConfig::default(),
+                &HarvestConfig::default()
+            )
+            .value,
+            0.0
+        );
     }
 }

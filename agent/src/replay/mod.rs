@@ -81,8 +81,8 @@ pub fn replay(opts: ReplayOptions) -> anyhow::Result<ReplaySummary> {
             File::create(p).with_context(|| format!("creating {}", p.display()))?,
         ))),
     };
-    let mut pipeline =
-        Pipeline::new(opts.decode, capacity, json).with_wall_clock(crate::pipeline::WallClock::Unix);
+    let mut pipeline = Pipeline::new(opts.decode, capacity, json)
+        .with_wall_clock(crate::pipeline::WallClock::Unix);
     let program: &mut SchedClassifier = ebpf_object::classifier(&mut ebpf, names::PROG_INGRESS)?;
 
     let mut reader = capture::open(&opts.capture)?;

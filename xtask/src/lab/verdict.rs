@@ -56,7 +56,11 @@ pub fn run_detect(siphon: &Path, out: &Path) -> anyhow::Result<()> {
 
 fn strs(v: &Value) -> Vec<String> {
     v.as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -188,7 +192,10 @@ pub fn print(verdicts: &[ActorVerdict], shared: &[String]) {
         );
     }
     if !shared.is_empty() {
-        println!("raised on infrastructure shared by several actors: {}", shared.join(", "));
+        println!(
+            "raised on infrastructure shared by several actors: {}",
+            shared.join(", ")
+        );
     }
 }
 
@@ -204,13 +211,18 @@ pub fn failures(verdicts: &[ActorVerdict]) -> Vec<String> {
                 v.raised_entities.join(", ")
             )),
             "harvester" => match v.harvest_after_s {
-                None => f.push(format!("{}: harvester not raised (highest harvest score {:.2})", v.id, v.max_harvest)),
-                Some(s) if s > HARVEST_DEADLINE_S => {
-                    f.push(format!("{}: harvester raised after {s:.0} s (> {HARVEST_DEADLINE_S} s)", v.id))
-                }
+                None => f.push(format!(
+                    "{}: harvester not raised (highest harvest score {:.2})",
+                    v.id, v.max_harvest
+                )),
+                Some(s) if s > HARVEST_DEADLINE_S => f.push(format!(
+                    "{}: harvester raised after {s:.0} s (> {HARVEST_DEADLINE_S} s)",
+                    v.id
+                )),
                 Some(_) => {
                     if v.keys >= 4
-                        && ((v.clustered_keys as f64) < CLUSTER_SHARE * v.keys as f64 || !v.cluster_raised)
+                        && ((v.clustered_keys as f64) < CLUSTER_SHARE * v.keys as f64
+                            || !v.cluster_raised)
                     {
                         f.push(format!(
                             "{}: {} of {} keys in one cluster (cluster raised: {})",
