@@ -38,10 +38,11 @@ pub struct RunArgs {
     /// Interface to attach to (repeatable). Default: every UP non-loopback interface.
     #[arg(long = "iface", value_name = "NAME")]
     pub ifaces: Vec<String>,
-    /// Attach to every interface whose name matches this glob (e.g. `eth*`, `veth*`),
-    /// re-checked on every sweep so interfaces that appear later are picked up.
-    #[arg(long, value_name = "GLOB", conflicts_with = "ifaces")]
-    pub iface_pattern: Option<String>,
+    /// Attach to every interface whose name matches this glob (e.g. `eth*`, `veth*`); repeatable
+    /// (an interface matching any of them is watched). Re-checked on every sweep so interfaces
+    /// that appear later are picked up.
+    #[arg(long = "iface-pattern", value_name = "GLOB", conflicts_with = "ifaces")]
+    pub iface_patterns: Vec<String>,
     /// Address to serve /metrics, /healthz, /readyz and /flows on.
     #[arg(long, default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
@@ -190,5 +191,15 @@ mod tests {
             panic!("not run")
         };
         assert_eq!(a.ifaces, ["a", "b"]);
+    }
+
+    #[test]
+    fn repeatable_iface_patterns() {
+        let cli =
+            parse(&["run", "--iface-pattern", "eth*", "--iface-pattern=veth*"]).expect("parses");
+        let Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(a.iface_patterns, ["eth*", "veth*"]);
     }
 }

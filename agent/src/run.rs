@@ -79,7 +79,7 @@ fn iface_label(names: &HashMap<u32, String>, ifindex: u32) -> String {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let selection = Selection::from_args(&args.ifaces, args.iface_pattern.as_deref())?;
+    let selection = Selection::from_args(&args.ifaces, &args.iface_patterns)?;
     let mechanism = Mechanism::resolve(args.attach_mode)?;
     let expiry = ExpiryConfig {
         idle: args.flow_idle_timeout,
