@@ -87,7 +87,8 @@ pub struct RunArgs {
 #[derive(Args, Debug, Clone)]
 pub struct PipelineArgs {
     /// Name a service for the `service` label: NAME=ADDR:PORT, NAME=:PORT (any address) or
-    /// NAME=ADDR (any port); repeatable. Unmatched servers are `_other`.
+    /// NAME=ADDR (any port); repeatable. Unmatched servers are `_other`. A port named here is
+    /// also a service port (as --service-port).
     #[arg(long = "service", value_name = "NAME=ADDR:PORT")]
     pub services: Vec<String>,
     /// File holding the secret for API-key hashes (HMAC-SHA256; at least 16 bytes). Without it,

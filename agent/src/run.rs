@@ -114,6 +114,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .service_ports
         .iter()
         .copied()
+        .chain(services.ports())
         .chain(service_ports::listening_tcp_ports())
     {
         flow_maps.add_service_port(port, IPPROTO_TCP)?;
