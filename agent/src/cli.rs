@@ -79,6 +79,10 @@ pub struct RunArgs {
     /// up to a power of two, 2 MiB to 128 MiB.
     #[arg(long, value_parser = parse_ringbuf_bytes)]
     pub ringbuf_bytes: Option<u32>,
+    /// Do not serve /flows (it lists client and server addresses and ports, without
+    /// authentication); it then answers 404. Served by default.
+    #[arg(long)]
+    pub no_flows_endpoint: bool,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 }
@@ -164,6 +168,7 @@ mod tests {
         assert_eq!(a.listen, DEFAULT_LISTEN.parse().expect("addr"));
         assert_eq!(a.sweep_interval, Duration::from_secs(5));
         assert_eq!(a.attach_mode, AttachMode::Auto);
+        assert!(!a.no_flows_endpoint, "/flows is served by default");
     }
 
     #[test]

@@ -185,7 +185,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     };
 
     let served = runtime.block_on(async {
-        let app = http::router(Arc::clone(&shared));
+        let app = http::router(Arc::clone(&shared), !args.no_flows_endpoint);
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await
