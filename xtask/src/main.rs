@@ -1,7 +1,8 @@
-//! Project automation: `cargo xtask setup | test | run | bench | lab | kernels`. See README.md.
+//! Project automation: `cargo xtask setup | test | run | bench | lab | kernels | deploy-render | deploy-check | image`. See README.md.
 
 mod bench;
 mod cmd;
+mod deploy;
 mod kernels;
 mod lab;
 mod run;
@@ -38,6 +39,12 @@ enum Task {
     /// Set-up, build in release mode, and measure the kernel program's cost per packet
     /// (BPF_PROG_TEST_RUN, as root) next to a floor and a minimal LRU counter.
     Bench(bench::BenchArgs),
+    /// Write deploy/kubernetes/prometheusrule.yaml from deploy/prometheus/rules.yaml (`--check`:
+    /// only say whether it is current).
+    DeployRender(deploy::RenderArgs),
+    /// The manifest checks of `cargo xtask test` alone: PrometheusRule current, kustomize base
+    /// and overlay rendered and strictly valid, the DaemonSet locked down.
+    DeployCheck,
     /// Set-up, then boot other kernels (Debian's 6.1 and 6.12 cloud kernels) in qemu and check
     /// that Siphon's programs load, replay captures and attach there (as root; minutes).
     Kernels(kernels::KernelsArgs),
@@ -51,6 +58,8 @@ fn main() -> ExitCode {
         Task::Lab(args) => setup::setup().and_then(|()| lab::run(&args)),
         Task::Run { args } => setup::setup().and_then(|()| run::run(&args)),
         Task::Bench(args) => setup::setup().and_then(|()| bench::bench(&args)),
+        Task::DeployRender(args) => deploy::deploy_render(&args),
+        Task::DeployCheck => deploy::check_manifests(),
         Task::Kernels(args) => setup::setup().and_then(|()| kernels::kernels(&args)),
     };
     match result {

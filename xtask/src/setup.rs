@@ -50,6 +50,7 @@ pub fn setup() -> anyhow::Result<()> {
     ensure_bpf_linker(llvm)?;
     ensure_python_packages()?;
     ensure_litellm()?;
+    warn_without_kubectl();
     eprintln!("xtask: set-up complete (nightly LLVM {llvm}, bpf-linker ready)");
     Ok(())
 }
@@ -140,9 +141,14 @@ pub fn ensure_debian_packages(packages: &[String]) -> anyhow::Result<()> {
 }
 
 /// Python packages the end-to-end tests and the lab's actors drive real clients with: the
-/// official `openai` SDK and `requests` (a second HTTP stack, with its own fingerprints).
-const PYTHON_PACKAGES: &[(&str, &str)] =
-    &[("openai", "openai>=1,<4"), ("requests", "requests>=2,<3")];
+/// official `openai` SDK and `requests` (a second HTTP stack, with its own fingerprints); and
+/// `kubernetes-validate`, which checks the rendered manifests against the Kubernetes OpenAPI
+/// schemas (offline: the schemas ship in the package).
+const PYTHON_PACKAGES: &[(&str, &str)] = &[
+    ("openai", "openai>=1,<4"),
+    ("requests", "requests>=2,<3"),
+    ("kubernetes_validate", "kubernetes-validate>=1.31,<2"),
+];
 
 fn ensure_python_packages() -> anyhow::Result<()> {
     for (module, requirement) in PYTHON_PACKAGES {
@@ -163,6 +169,18 @@ fn ensure_python_packages() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `cargo xtask test` renders the manifests with `kubectl kustomize` (kustomize v5). kubectl is
+/// not installed here: Debian's `kubernetes-client` (1.20) is too old, and the current one comes
+/// from the Kubernetes apt repository, which set-up does not add on its own.
+fn warn_without_kubectl() {
+    if output(Command::new("kubectl").args(["version", "--client"])).is_none() {
+        eprintln!(
+            "xtask: warning: no kubectl: `cargo xtask test` needs kubectl >= 1.27 (with kustomize v5) \
+             to check deploy/kubernetes; see https://kubernetes.io/docs/tasks/tools/install-kubectl-linux/"
+        );
+    }
 }
 
 fn ensure_litellm() -> anyhow::Result<()> {
