@@ -16,6 +16,9 @@ use crate::{cmd::run, test::workspace_root};
 /// The one rule file: Prometheus loads it as is, the PrometheusRule is rendered from it.
 pub const RULES: &str = "deploy/prometheus/rules.yaml";
 pub const PROMETHEUS_RULE: &str = "deploy/kubernetes/prometheusrule.yaml";
+/// Where the alerts' runbook_url point (deploy/README.md says how to change it).
+#[cfg(test)]
+const RUNBOOK_BASE: &str = "https://github.com/siphon-dev/siphon/blob/main/docs/runbooks/";
 /// Kustomize directories `cargo xtask test` renders and checks: the base and the example overlay.
 const KUSTOMIZATIONS: &[(&str, &str)] = &[
     ("base", "deploy/kubernetes"),
@@ -138,6 +141,27 @@ mod tests {
             committed == render_prometheus_rule(&rules).expect("render"),
             "{PROMETHEUS_RULE} is stale: run `cargo xtask deploy-render`"
         );
+    }
+
+    /// Every alert has a summary, a description and a runbook_url to its own page, which exists.
+    #[test]
+    fn every_alert_has_annotations_and_a_runbook() {
+        let root = workspace_root();
+        let rules = fs::read_to_string(root.join(RULES)).expect("rules");
+        let mut alerts = 0;
+        for block in rules.split("- alert: ").skip(1) {
+            let name = block.split_whitespace().next().unwrap_or_default();
+            let block = block.split("- alert: ").next().unwrap_or_default();
+            for key in ["summary:", "description:", "runbook_url:"] {
+                assert!(block.contains(key), "{name} has no {key}");
+            }
+            let url = format!("{RUNBOOK_BASE}{name}.md\"");
+            assert!(block.contains(&url), "{name}'s runbook_url is not {url}");
+            let page = root.join(format!("docs/runbooks/{name}.md"));
+            assert!(page.exists(), "{} missing", page.display());
+            alerts += 1;
+        }
+        assert!(alerts >= 8, "only {alerts} alerts found");
     }
 
     #[test]
