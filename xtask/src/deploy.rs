@@ -16,6 +16,7 @@ use crate::{cmd::run, test::workspace_root};
 /// The one rule file: Prometheus loads it as is, the PrometheusRule is rendered from it.
 pub const RULES: &str = "deploy/prometheus/rules.yaml";
 pub const PROMETHEUS_RULE: &str = "deploy/kubernetes/prometheusrule.yaml";
+const DASHBOARD: &str = "deploy/grafana/siphon-overview.json";
 /// Where the alerts' runbook_url point (deploy/README.md says how to change it).
 #[cfg(test)]
 const RUNBOOK_BASE: &str = "https://github.com/siphon-dev/siphon/blob/main/docs/runbooks/";
@@ -90,7 +91,8 @@ pub fn deploy_render(args: &RenderArgs) -> anyhow::Result<()> {
 /// The manifest checks of `cargo xtask test`: the PrometheusRule is current; the base and the
 /// overlay render with `kubectl kustomize`; every object validates in strict mode (Kubernetes
 /// OpenAPI schemas, the operator's CRD fields) and the DaemonSet is locked down
-/// (xtask/deploy/check_manifests.py, itself unit-tested).
+/// (xtask/deploy/check_manifests.py, itself unit-tested); the dashboard's queries parse and
+/// the recording rules they read exist (xtask/deploy/check_dashboard.py).
 pub fn check_manifests() -> anyhow::Result<()> {
     let root = workspace_root();
     render_at(&root, true)?;
@@ -125,7 +127,12 @@ pub fn check_manifests() -> anyhow::Result<()> {
         .arg("check_manifests.py")
         .arg("--rules")
         .arg(root.join(RULES))
-        .args(&rendered))
+        .args(&rendered))?;
+    run(Command::new("python3")
+        .current_dir(&checks)
+        .arg("check_dashboard.py")
+        .arg(root.join(DASHBOARD))
+        .arg(root.join(RULES)))
 }
 
 #[cfg(test)]

@@ -42,8 +42,8 @@ enum Task {
     /// Write deploy/kubernetes/prometheusrule.yaml from deploy/prometheus/rules.yaml (`--check`:
     /// only say whether it is current).
     DeployRender(deploy::RenderArgs),
-    /// The manifest checks of `cargo xtask test` alone: PrometheusRule current, kustomize base
-    /// and overlay rendered and strictly valid, the DaemonSet locked down.
+    /// The deploy checks of `cargo xtask test` alone: PrometheusRule current, kustomize base
+    /// and overlay rendered and strictly valid, the DaemonSet locked down, dashboard queries.
     DeployCheck,
     /// Set-up, then boot other kernels (Debian's 6.1 and 6.12 cloud kernels) in qemu and check
     /// that Siphon's programs load, replay captures and attach there (as root; minutes).
