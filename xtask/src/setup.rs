@@ -37,17 +37,38 @@ const TEST_PACKAGES: &[&str] = &[
 const LITELLM: &str = "litellm[proxy]==1.108.7";
 const LITELLM_VERSION: &str = "1.108.7";
 
+#[derive(clap::Args)]
+pub struct SetupArgs {
+    /// Only what building the `siphon` binary needs (nightly rust-src, LLVM, bpf-linker): no
+    /// test packages, Python clients or LiteLLM. The Dockerfile's build stage uses it.
+    #[arg(long)]
+    pub build_only: bool,
+}
+
+/// Everything: what the build, the tests and the lab need.
 pub fn setup() -> anyhow::Result<()> {
+    setup_with(&SetupArgs { build_only: false })
+}
+
+pub fn setup_with(args: &SetupArgs) -> anyhow::Result<()> {
     if !is_debian_like() {
         print_manual_steps();
         bail!("automatic set-up supports Debian and derivatives; follow the steps above");
     }
     ensure_nightly()?;
     let llvm = nightly_llvm_major()?;
-    let mut packages: Vec<String> = TEST_PACKAGES.iter().map(|s| s.to_string()).collect();
+    let mut packages: Vec<String> = if args.build_only {
+        Vec::new()
+    } else {
+        TEST_PACKAGES.iter().map(|s| s.to_string()).collect()
+    };
     packages.push(format!("llvm-{llvm}-dev"));
     ensure_debian_packages(&packages)?;
     ensure_bpf_linker(llvm)?;
+    if args.build_only {
+        eprintln!("xtask: build set-up complete (nightly LLVM {llvm}, bpf-linker ready)");
+        return Ok(());
+    }
     ensure_python_packages()?;
     ensure_litellm()?;
     warn_without_kubectl();
