@@ -9,6 +9,18 @@ use crate::{
     services::ServiceMap,
 };
 
+/// The `what` values of `siphon_pipeline_events_total`.
+const PIPELINE_EVENTS: [&str; 8] = [
+    "duplicate_exchange",
+    "request_decode_error",
+    "response_decode_error",
+    "context_evicted",
+    "head_dropped",
+    "event_parse_error",
+    "hello_incomplete",
+    "hello_decode_error",
+];
+
 /// Bytes: 64 B to 64 MiB in ×4 steps (LLM responses run to tens of MiB).
 fn size_buckets() -> Vec<f64> {
     (0..=10).map(|i| 64.0 * 4f64.powi(i)).collect()
@@ -66,7 +78,7 @@ fn counter(
 
 impl CapacityMetrics {
     pub fn new(r: &Registry, services: ServiceMap) -> prometheus::Result<CapacityMetrics> {
-        Ok(CapacityMetrics {
+        let m = CapacityMetrics {
             requests: counter(r, "siphon_requests_total", "Exchanges (requests) seen, by service, HTTP method, route and status class (method \"none\" when not HTTP or encrypted).", &["service", "method", "route", "status_class"])?,
             request_size: hist(r, "siphon_request_size_bytes", "Request payload bytes (head and body, TCP payload) per exchange.", size_buckets())?,
             response_size: hist(r, "siphon_response_size_bytes", "Response payload bytes per exchange.", size_buckets())?,
@@ -76,7 +88,12 @@ impl CapacityMetrics {
             hellos: counter(r, "siphon_tls_client_hellos_total", "TLS ClientHellos gathered, by result (fingerprinted, incomplete, invalid).", &["service", "result"])?,
             assembly: counter(r, "siphon_pipeline_events_total", "Userspace pipeline outcomes that are not exchanges, by what (duplicate_exchange, request_decode_error, response_decode_error, context_evicted, head_dropped, event_parse_error, hello_incomplete, hello_decode_error).", &["what"])?,
             services,
-        })
+        };
+        // Every `what` from the start, so dashboards and alerts see zeros, not gaps.
+        for what in PIPELINE_EVENTS {
+            drop(m.assembly.with_label_values(&[what]));
+        }
+        Ok(m)
     }
 
     pub fn observe(&self, report: &Report) {
@@ -181,5 +198,18 @@ mod tests {
         let t = time_buckets();
         assert_eq!((t.first(), t.last()), (Some(&0.001), Some(&600.0)));
         assert!(t.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn pipeline_events_exist_from_the_start() {
+        let r = Registry::new();
+        let _m = CapacityMetrics::new(&r, ServiceMap::default()).expect("metrics");
+        let mut text = String::new();
+        let encoder = prometheus::TextEncoder::new();
+        encoder.encode_utf8(&r.gather(), &mut text).expect("encode");
+        for what in PIPELINE_EVENTS {
+            let line = format!("siphon_pipeline_events_total{{what=\"{what}\"}} 0");
+            assert!(text.contains(&line), "{line} missing:\n{text}");
+        }
     }
 }

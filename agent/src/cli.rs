@@ -41,10 +41,11 @@ pub struct RunArgs {
     /// Interface to attach to (repeatable). Default: every UP non-loopback interface.
     #[arg(long = "iface", value_name = "NAME")]
     pub ifaces: Vec<String>,
-    /// Attach to every interface whose name matches this glob (e.g. `eth*`, `veth*`),
-    /// re-checked on every sweep so interfaces that appear later are picked up.
-    #[arg(long, value_name = "GLOB", conflicts_with = "ifaces")]
-    pub iface_pattern: Option<String>,
+    /// Attach to every interface whose name matches this glob (e.g. `eth*`, `veth*`); repeatable
+    /// (an interface matching any of them is watched). Re-checked on every sweep so interfaces
+    /// that appear later are picked up.
+    #[arg(long = "iface-pattern", value_name = "GLOB", conflicts_with = "ifaces")]
+    pub iface_patterns: Vec<String>,
     /// Address to serve /metrics, /healthz, /readyz and /flows on.
     #[arg(long, default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
@@ -87,6 +88,10 @@ pub struct RunArgs {
     /// Append one JSON line per detection event (raised, cleared) to this file.
     #[arg(long, value_name = "PATH")]
     pub detection_log: Option<std::path::PathBuf>,
+    /// Do not serve /flows (it lists client and server addresses and ports, without
+    /// authentication); it then answers 404. Served by default.
+    #[arg(long)]
+    pub no_flows_endpoint: bool,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 }
@@ -120,7 +125,8 @@ pub struct DetectArgs {
 #[derive(Args, Debug, Clone)]
 pub struct PipelineArgs {
     /// Name a service for the `service` label: NAME=ADDR:PORT, NAME=:PORT (any address) or
-    /// NAME=ADDR (any port); repeatable. Unmatched servers are `_other`.
+    /// NAME=ADDR (any port); repeatable. Unmatched servers are `_other`. A port named here is
+    /// also a service port (as --service-port).
     #[arg(long = "service", value_name = "NAME=ADDR:PORT")]
     pub services: Vec<String>,
     /// File holding the secret for API-key hashes (HMAC-SHA256; at least 16 bytes). Without it,
@@ -196,6 +202,7 @@ mod tests {
         assert_eq!(a.listen, DEFAULT_LISTEN.parse().expect("addr"));
         assert_eq!(a.sweep_interval, Duration::from_secs(5));
         assert_eq!(a.attach_mode, AttachMode::Auto);
+        assert!(!a.no_flows_endpoint, "/flows is served by default");
     }
 
     #[test]
@@ -224,5 +231,15 @@ mod tests {
             panic!("not run")
         };
         assert_eq!(a.ifaces, ["a", "b"]);
+    }
+
+    #[test]
+    fn repeatable_iface_patterns() {
+        let cli =
+            parse(&["run", "--iface-pattern", "eth*", "--iface-pattern=veth*"]).expect("parses");
+        let Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(a.iface_patterns, ["eth*", "veth*"]);
     }
 }

@@ -9,20 +9,38 @@ use axum::{
     extract::{Query, State},
     http::{header, StatusCode},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, MethodRouter},
     Json, Router,
 };
 use serde::Deserialize;
 
 use crate::run::Shared;
 
-pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
+/// The endpoint's routes. `/flows` lists client addresses, so it can be left out
+/// (`--no-flows-endpoint`): it then answers 404 like any unknown path.
+pub fn router(shared: Arc<Shared>, flows_endpoint: bool) -> Router {
+    routes(
+        get(metrics),
+        get(readyz),
+        flows_endpoint.then(|| get(flows)),
+    )
+    .with_state(shared)
+}
+
+/// Generic over the state so that tests can build it without loading the kernel program.
+fn routes<S: Clone + Send + Sync + 'static>(
+    metrics: MethodRouter<S>,
+    readyz: MethodRouter<S>,
+    flows: Option<MethodRouter<S>>,
+) -> Router<S> {
+    let r = Router::new()
+        .route("/metrics", metrics)
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/flows", get(flows))
-        .with_state(shared)
+        .route("/readyz", readyz);
+    match flows {
+        Some(f) => r.route("/flows", f),
+        None => r,
+    }
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
@@ -65,4 +83,55 @@ async fn flows(State(shared): State<Arc<Shared>>, Query(q): Query<FlowsQuery>) -
     flows.sort_by_key(|f| std::cmp::Reverse(f.to_server.bytes + f.to_client.bytes));
     flows.truncate(q.limit.unwrap_or(1000));
     Json(flows).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read as _, Write as _};
+
+    /// Serves the routes on a loopback port and returns the status line of `GET path`.
+    fn status_of(flows: bool, path: &str) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = routes::<()>(
+            get(|| async { "metrics\n" }),
+            get(|| async { "ready\n" }),
+            flows.then(|| get(|| async { "[]" })),
+        )
+        .with_state(());
+        let server = std::thread::spawn(move || {
+            rt.block_on(async {
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    axum::serve(listener, app),
+                )
+                .await;
+            })
+        });
+        let mut conn = std::net::TcpStream::connect(addr).expect("connect");
+        write!(
+            conn,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).expect("read");
+        drop(server);
+        answer.lines().next().unwrap_or_default().to_owned()
+    }
+
+    #[test]
+    fn flows_endpoint_can_be_left_out() {
+        assert!(status_of(true, "/flows").contains("200"));
+        assert!(status_of(false, "/flows").contains("404"));
+        assert!(status_of(false, "/healthz").contains("200"));
+        assert!(status_of(false, "/metrics").contains("200"));
+    }
 }

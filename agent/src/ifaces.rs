@@ -59,21 +59,25 @@ fn read_trimmed(path: &Path) -> io::Result<String> {
 pub enum Selection {
     /// Exactly these names; each must exist.
     Named(Vec<String>),
-    /// Every interface whose name matches.
-    Pattern(glob::Pattern),
+    /// Every interface whose name matches any of these.
+    Patterns(Vec<glob::Pattern>),
     /// Every UP, non-loopback interface.
     DefaultUp,
 }
 
 impl Selection {
-    pub fn from_args(names: &[String], pattern: Option<&str>) -> anyhow::Result<Selection> {
-        match (names.is_empty(), pattern) {
-            (false, _) => Ok(Selection::Named(names.to_vec())),
-            (true, Some(p)) => Ok(Selection::Pattern(
-                glob::Pattern::new(p).with_context(|| format!("bad --iface-pattern {p:?}"))?,
-            )),
-            (true, None) => Ok(Selection::DefaultUp),
+    pub fn from_args(names: &[String], patterns: &[String]) -> anyhow::Result<Selection> {
+        if !names.is_empty() {
+            return Ok(Selection::Named(names.to_vec()));
         }
+        if patterns.is_empty() {
+            return Ok(Selection::DefaultUp);
+        }
+        let compiled = patterns
+            .iter()
+            .map(|p| glob::Pattern::new(p).with_context(|| format!("bad --iface-pattern {p:?}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Selection::Patterns(compiled))
     }
 
     /// Whether new interfaces can match later (and so are worth re-checking on each sweep).
@@ -91,9 +95,11 @@ impl Selection {
                     })
                 })
                 .collect(),
-            Selection::Pattern(p) => {
-                Ok(all.iter().filter(|i| p.matches(&i.name)).cloned().collect())
-            }
+            Selection::Patterns(ps) => Ok(all
+                .iter()
+                .filter(|i| ps.iter().any(|p| p.matches(&i.name)))
+                .cloned()
+                .collect()),
             Selection::DefaultUp => Ok(all
                 .iter()
                 .filter(|i| i.up && !i.loopback)
@@ -141,7 +147,7 @@ mod tests {
 
     #[test]
     fn default_is_up_and_not_loopback() {
-        let s = Selection::from_args(&[], None).expect("sel");
+        let s = Selection::from_args(&[], &[]).expect("sel");
         assert_eq!(
             names(&s.pick(&sample()).expect("pick")),
             ["eth0", "veth1a2b"]
@@ -150,21 +156,36 @@ mod tests {
 
     #[test]
     fn pattern_matches_names_regardless_of_state() {
-        let s = Selection::from_args(&[], Some("eth*")).expect("sel");
+        let s = Selection::from_args(&[], &["eth*".into()]).expect("sel");
         assert_eq!(names(&s.pick(&sample()).expect("pick")), ["eth0", "eth1"]);
         assert!(s.is_dynamic());
     }
 
     #[test]
     fn named_must_exist() {
-        let s = Selection::from_args(&["eth9".into()], None).expect("sel");
+        let s = Selection::from_args(&["eth9".into()], &[]).expect("sel");
         let err = s.pick(&sample()).expect_err("missing");
         assert!(format!("{err:#}").contains("eth9"));
     }
 
     #[test]
     fn bad_pattern_is_an_error() {
-        assert!(Selection::from_args(&[], Some("[")).is_err());
+        assert!(Selection::from_args(&[], &["[".into()]).is_err());
+        assert!(Selection::from_args(&[], &["eth*".into(), "[".into()]).is_err());
+    }
+
+    #[test]
+    fn any_of_several_patterns() {
+        let mut all = sample();
+        all.push(iface("cali12ab", 5, true, false));
+        all.push(iface("docker0", 6, true, false));
+        let patterns: Vec<String> = ["eth*", "veth*", "cali*"].map(String::from).into();
+        let s = Selection::from_args(&[], &patterns).expect("sel");
+        assert_eq!(
+            names(&s.pick(&all).expect("pick")),
+            ["eth0", "eth1", "veth1a2b", "cali12ab"]
+        );
+        assert!(s.is_dynamic());
     }
 
     #[test]

@@ -79,7 +79,7 @@ fn iface_label(names: &HashMap<u32, String>, ifindex: u32) -> String {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let selection = Selection::from_args(&args.ifaces, args.iface_pattern.as_deref())?;
+    let selection = Selection::from_args(&args.ifaces, &args.iface_patterns)?;
     let mechanism = Mechanism::resolve(args.attach_mode)?;
     let expiry = ExpiryConfig {
         idle: args.flow_idle_timeout,
@@ -114,6 +114,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .service_ports
         .iter()
         .copied()
+        .chain(services.ports())
         .chain(service_ports::listening_tcp_ports())
     {
         flow_maps.add_service_port(port, IPPROTO_TCP)?;
@@ -185,7 +186,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     };
 
     let served = runtime.block_on(async {
-        let app = http::router(Arc::clone(&shared));
+        let app = http::router(Arc::clone(&shared), !args.no_flows_endpoint);
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await

@@ -57,6 +57,24 @@ impl ServiceMap {
         Ok(ServiceMap { entries })
     }
 
+    /// The ports named by `NAME=ADDR:PORT` and `NAME=:PORT` entries, sorted and without
+    /// duplicates: each is a service port, which tells client from server on flows whose SYN
+    /// was missed (`NAME=ADDR` names no port).
+    pub fn ports(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self
+            .entries
+            .iter()
+            .filter_map(|(m, _)| match m {
+                Match::AddrPort(sa) => Some(sa.port()),
+                Match::Port(p) => Some(*p),
+                Match::Addr(_) => None,
+            })
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+
     /// The most specific match wins: address and port, then port, then address.
     pub fn name_for(&self, server: SocketAddr) -> &str {
         let find = |pred: &dyn Fn(&Match) -> bool| {
@@ -95,6 +113,19 @@ mod tests {
         assert_eq!(m.name_for(sa("10.0.0.5:9000")), "box");
         assert_eq!(m.name_for(sa("[fd00::1]:443")), "v6");
         assert_eq!(m.name_for(sa("192.0.2.1:80")), OTHER);
+    }
+
+    #[test]
+    fn named_ports_are_service_ports() {
+        let m = map(&[
+            "inference=:8000",
+            "exact=10.0.0.5:8443",
+            "box=10.0.0.6",
+            "again=10.0.0.7:8000",
+        ])
+        .expect("map");
+        assert_eq!(m.ports(), [8000, 8443]);
+        assert!(ServiceMap::default().ports().is_empty());
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! Project automation: `cargo xtask setup | test | run | bench | lab | kernels`. See README.md.
+//! Project automation: `cargo xtask setup | test | run | bench | lab | kernels | deploy-render | deploy-check | image`. See README.md.
 
 mod bench;
 mod cmd;
+mod deploy;
+mod image;
 mod kernels;
 mod lab;
 mod run;
@@ -23,7 +25,7 @@ struct Cli {
 enum Task {
     /// Install, idempotently, what building and testing need (nightly rust-src, LLVM, bpf-linker,
     /// Debian packages the tests use).
-    Setup,
+    Setup(setup::SetupArgs),
     /// Set-up, then fmt check, clippy (host and eBPF), unit tests and the privileged tests.
     Test(test::TestArgs),
     /// Set-up, then the lab: an inference cluster in network namespaces with benign,
@@ -38,6 +40,14 @@ enum Task {
     /// Set-up, build in release mode, and measure the kernel program's cost per packet
     /// (BPF_PROG_TEST_RUN, as root) next to a floor and a minimal LRU counter.
     Bench(bench::BenchArgs),
+    /// Write deploy/kubernetes/prometheusrule.yaml from deploy/prometheus/rules.yaml (`--check`:
+    /// only say whether it is current).
+    DeployRender(deploy::RenderArgs),
+    /// The deploy checks of `cargo xtask test` alone: PrometheusRule current, kustomize base
+    /// and overlay rendered and strictly valid, the DaemonSet locked down, dashboard queries.
+    DeployCheck,
+    /// Build the container image (root Dockerfile) with docker or podman, whichever runs.
+    Image(image::ImageArgs),
     /// Set-up, then boot other kernels (Debian's 6.1 and 6.12 cloud kernels) in qemu and check
     /// that Siphon's programs load, replay captures and attach there (as root; minutes).
     Kernels(kernels::KernelsArgs),
@@ -46,11 +56,14 @@ enum Task {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Task::Setup => setup::setup(),
+        Task::Setup(args) => setup::setup_with(&args),
         Task::Test(args) => setup::setup().and_then(|()| test::test(&args)),
         Task::Lab(args) => setup::setup().and_then(|()| lab::run(&args)),
         Task::Run { args } => setup::setup().and_then(|()| run::run(&args)),
         Task::Bench(args) => setup::setup().and_then(|()| bench::bench(&args)),
+        Task::DeployRender(args) => deploy::deploy_render(&args),
+        Task::DeployCheck => deploy::check_manifests(),
+        Task::Image(args) => image::image(&args),
         Task::Kernels(args) => setup::setup().and_then(|()| kernels::kernels(&args)),
     };
     match result {

@@ -37,19 +37,41 @@ const TEST_PACKAGES: &[&str] = &[
 const LITELLM: &str = "litellm[proxy]==1.108.7";
 const LITELLM_VERSION: &str = "1.108.7";
 
+#[derive(clap::Args)]
+pub struct SetupArgs {
+    /// Only what building the `siphon` binary needs (nightly rust-src, LLVM, bpf-linker): no
+    /// test packages, Python clients or LiteLLM. The Dockerfile's build stage uses it.
+    #[arg(long)]
+    pub build_only: bool,
+}
+
+/// Everything: what the build, the tests and the lab need.
 pub fn setup() -> anyhow::Result<()> {
+    setup_with(&SetupArgs { build_only: false })
+}
+
+pub fn setup_with(args: &SetupArgs) -> anyhow::Result<()> {
     if !is_debian_like() {
         print_manual_steps();
         bail!("automatic set-up supports Debian and derivatives; follow the steps above");
     }
     ensure_nightly()?;
     let llvm = nightly_llvm_major()?;
-    let mut packages: Vec<String> = TEST_PACKAGES.iter().map(|s| s.to_string()).collect();
+    let mut packages: Vec<String> = if args.build_only {
+        Vec::new()
+    } else {
+        TEST_PACKAGES.iter().map(|s| s.to_string()).collect()
+    };
     packages.push(format!("llvm-{llvm}-dev"));
     ensure_debian_packages(&packages)?;
     ensure_bpf_linker(llvm)?;
+    if args.build_only {
+        eprintln!("xtask: build set-up complete (nightly LLVM {llvm}, bpf-linker ready)");
+        return Ok(());
+    }
     ensure_python_packages()?;
     ensure_litellm()?;
+    warn_without_kubectl();
     eprintln!("xtask: set-up complete (nightly LLVM {llvm}, bpf-linker ready)");
     Ok(())
 }
@@ -140,9 +162,14 @@ pub fn ensure_debian_packages(packages: &[String]) -> anyhow::Result<()> {
 }
 
 /// Python packages the end-to-end tests and the lab's actors drive real clients with: the
-/// official `openai` SDK and `requests` (a second HTTP stack, with its own fingerprints).
-const PYTHON_PACKAGES: &[(&str, &str)] =
-    &[("openai", "openai>=1,<4"), ("requests", "requests>=2,<3")];
+/// official `openai` SDK and `requests` (a second HTTP stack, with its own fingerprints); and
+/// `kubernetes-validate`, which checks the rendered manifests against the Kubernetes OpenAPI
+/// schemas (offline: the schemas ship in the package).
+const PYTHON_PACKAGES: &[(&str, &str)] = &[
+    ("openai", "openai>=1,<4"),
+    ("requests", "requests>=2,<3"),
+    ("kubernetes_validate", "kubernetes-validate>=1.31,<2"),
+];
 
 fn ensure_python_packages() -> anyhow::Result<()> {
     for (module, requirement) in PYTHON_PACKAGES {
@@ -163,6 +190,18 @@ fn ensure_python_packages() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `cargo xtask test` renders the manifests with `kubectl kustomize` (kustomize v5). kubectl is
+/// not installed here: Debian's `kubernetes-client` (1.20) is too old, and the current one comes
+/// from the Kubernetes apt repository, which set-up does not add on its own.
+fn warn_without_kubectl() {
+    if output(Command::new("kubectl").args(["version", "--client"])).is_none() {
+        eprintln!(
+            "xtask: warning: no kubectl: `cargo xtask test` needs kubectl >= 1.27 (with kustomize v5) \
+             to check deploy/kubernetes; see https://kubernetes.io/docs/tasks/tools/install-kubectl-linux/"
+        );
+    }
 }
 
 fn ensure_litellm() -> anyhow::Result<()> {

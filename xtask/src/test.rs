@@ -53,6 +53,9 @@ pub fn test(args: &TestArgs) -> anyhow::Result<()> {
     run(Command::new("promtool")
         .current_dir(&rules)
         .args(["test", "rules", "rules_test.yaml"]))?;
+    // The Kubernetes manifests: the PrometheusRule rendered from rules.yaml, the base and the
+    // overlay rendered by kustomize, strictly schema-valid, the DaemonSet locked down.
+    crate::deploy::check_manifests()?;
     run(Command::new("python3")
         .current_dir(root.join("xtask/lab"))
         .args([

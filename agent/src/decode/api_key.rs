@@ -50,6 +50,35 @@ pub enum SecretError {
         min = MIN_SECRET_LEN
     )]
     TooShort { origin: String, len: usize },
+    #[error(
+        "API key hashing secret from {origin} is {why}, not a random secret: \
+         make one with `openssl rand -hex 32 > secret` (Kubernetes: `kubectl -n siphon \
+         create secret generic siphon-key-hash --from-file=key-hash=<(openssl rand -hex 32)`)"
+    )]
+    Placeholder { origin: String, why: &'static str },
+}
+
+/// Words that mark a secret copied from documentation or a manifest rather than generated,
+/// lower case, with the reason given.
+const PLACEHOLDER_WORDS: &[(&str, &str)] = &[
+    ("replace-me", "a placeholder (it contains \"REPLACE-ME\")"),
+    ("changeme", "a placeholder (it contains \"changeme\")"),
+    ("example", "a placeholder (it contains \"example\")"),
+    ("placeholder", "a placeholder (it contains \"placeholder\")"),
+];
+
+/// Why a secret is a known placeholder, if it is one: it contains a placeholder word
+/// (case-insensitive) or is one byte repeated.
+fn placeholder_reason(secret: &[u8]) -> Option<&'static str> {
+    let lower = secret.to_ascii_lowercase();
+    let contains = |word: &str| lower.windows(word.len()).any(|w| w == word.as_bytes());
+    if let Some((_, why)) = PLACEHOLDER_WORDS.iter().find(|(w, _)| contains(w)) {
+        return Some(why);
+    }
+    match secret.split_first() {
+        Some((first, rest)) if rest.iter().all(|b| b == first) => Some("one byte repeated"),
+        _ => None,
+    }
 }
 
 #[derive(Clone)]
@@ -94,6 +123,12 @@ impl ApiKeyHasher {
             return Err(SecretError::TooShort {
                 origin: origin.to_owned(),
                 len: secret.len(),
+            });
+        }
+        if let Some(why) = placeholder_reason(secret) {
+            return Err(SecretError::Placeholder {
+                origin: origin.to_owned(),
+                why,
             });
         }
         // HMAC accepts keys of any length, so this cannot fail; map it anyway
@@ -187,7 +222,57 @@ mod tests {
             ApiKeyHasher::new(b"short"),
             Err(SecretError::TooShort { len: 5, .. })
         ));
-        assert!(ApiKeyHasher::new(&[0u8; MIN_SECRET_LEN]).is_ok());
+        assert!(ApiKeyHasher::new(&[0u8; MIN_SECRET_LEN - 1]).is_err());
+        assert!(ApiKeyHasher::new(b"0123456789abcdef").is_ok());
+    }
+
+    #[test]
+    fn placeholder_secrets_are_refused() {
+        for bad in [
+            &b"REPLACE-ME-with-a-random-secret-of-32-hex-chars"[..],
+            b"please-replace-me-0123456789",
+            b"ChangeMe-0123456789abcdef",
+            b"this-is-an-EXAMPLE-secret-0123",
+            b"Placeholder-0123456789abcdef",
+            &[0u8; 32],
+            &[b'a'; MIN_SECRET_LEN],
+            b"00000000000000000000000000000000",
+        ] {
+            let err = ApiKeyHasher::new(bad).expect_err("placeholder accepted");
+            assert!(matches!(err, SecretError::Placeholder { .. }), "{err}");
+            let msg = err.to_string();
+            assert!(msg.contains("openssl rand -hex 32"), "{msg}");
+            assert!(
+                !msg.contains(&String::from_utf8_lossy(bad).into_owned()),
+                "{msg}"
+            );
+        }
+        // Random-looking secrets, including hex with repeats, are fine.
+        for good in [
+            &b"3f9a1c7e5b2d4068a1b2c3d4e5f60718"[..],
+            b"0000000000000000000000000000000a",
+        ] {
+            assert!(ApiKeyHasher::new(good).is_ok());
+        }
+    }
+
+    #[test]
+    fn placeholder_refused_from_file_and_env() {
+        let dir = std::env::temp_dir().join(format!("siphon-apikey-ph-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("key-hash");
+        std::fs::write(&file, b"REPLACE-ME-with-a-random-secret-of-32-hex-chars\n").unwrap();
+        let err = ApiKeyHasher::from_file(&file).unwrap_err();
+        assert!(matches!(err, SecretError::Placeholder { .. }), "{err}");
+        assert!(err.to_string().contains("key-hash"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let var = "SIPHON_TEST_PLACEHOLDER_SECRET_VAR";
+        std::env::set_var(var, "changeme-changeme-changeme\n");
+        let err = ApiKeyHasher::from_env(var).unwrap_err();
+        std::env::remove_var(var);
+        assert!(matches!(err, SecretError::Placeholder { .. }), "{err}");
+        assert!(err.to_string().contains(var), "{err}");
     }
 
     #[test]
