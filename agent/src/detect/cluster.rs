@@ -20,6 +20,8 @@ pub struct KeyView {
     pub slots: u64,
     pub age_slots: u64,
     pub requests_per_second: f64,
+    /// Requests behind that rate (for the counting-noise allowance).
+    pub requests: u64,
     pub tokens_per_response: f64,
 }
 
@@ -62,11 +64,14 @@ pub fn in_lockstep(a: &KeyView, b: &KeyView, cfg: &ClusterConfig) -> bool {
     }
     let jaccard = (sa & sb).count_ones() as f64 / (sa | sb).count_ones().max(1) as f64;
     jaccard >= cfg.min_slot_jaccard
-        && within(
-            a.requests_per_second,
-            b.requests_per_second,
-            cfg.max_rate_factor,
-        )
+        // Keys behind one address may be shared unevenly (a router's shuffle, retries, per-key
+        // cool-downs): only keys on different addresses must also agree on their rates.
+        && ((a.address.is_some() && a.address == b.address)
+            || within(
+                a.requests_per_second,
+                b.requests_per_second,
+                cfg.max_rate_factor,
+            ))
         && within(
             a.tokens_per_response,
             b.tokens_per_response,
@@ -166,6 +171,7 @@ mod tests {
             slots,
             age_slots: 30,
             requests_per_second: rps,
+            requests: (rps * 1000.0) as u64,
             tokens_per_response: tokens,
         }
     }
@@ -254,13 +260,18 @@ mod tests {
     }
 
     #[test]
-    fn unequal_rates_do_not_link() {
+    fn unequal_rates_do_not_link_across_addresses_but_do_behind_one() {
         let all = (1u64 << 30) - 1;
-        let keys = vec![
+        let apart = vec![
+            key("a", "py", "10.0.0.9", all, 0.2, 100.0),
+            key("b", "py", "10.0.0.10", all, 0.1, 100.0),
+        ];
+        assert!(components(&apart, &ClusterConfig::default()).is_empty());
+        let pooled = vec![
             key("a", "py", "10.0.0.9", all, 0.2, 100.0),
             key("b", "py", "10.0.0.9", all, 0.1, 100.0),
         ];
-        assert!(components(&keys, &ClusterConfig::default()).is_empty());
+        assert_eq!(components(&pooled, &ClusterConfig::default()).len(), 1);
     }
 
     #[test]

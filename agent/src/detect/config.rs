@@ -198,8 +198,9 @@ impl Default for HarvestConfig {
             think_vs_baseline: 2.0,
             duty_lo: 0.5,
             duty_hi: 0.9,
-            ratio_lo: 2.0,
-            ratio_hi: 8.0,
+            // People in conversation send their history back: answers run 1-6× the request.
+            ratio_lo: 8.0,
+            ratio_hi: 50.0,
             cv_full: 0.1,
             cv_none: 0.5,
             throttled_lo: 0.05,
@@ -371,6 +372,12 @@ mod tests {
     fn defaults_are_valid_and_an_empty_file_gives_them() {
         Config::default().validate().unwrap();
         assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn the_shipped_file_states_the_defaults() {
+        let shipped = include_str!("../../../deploy/kubernetes/config/detect.toml");
+        assert_eq!(Config::parse(shipped).unwrap(), Config::default());
     }
 
     #[test]

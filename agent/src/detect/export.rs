@@ -54,7 +54,7 @@ impl DetectorMetrics {
             tracked: reg(r, IntGaugeVec::new(Opts::new("siphon_entities_tracked", "Entities the detector holds state for."), &["entity_type"])?)?,
             created: reg(r, IntCounterVec::new(Opts::new("siphon_entities_created_total", "Entities the detector started tracking (a flood of new clients shows here)."), &["entity_type"])?)?,
             evicted: reg(r, IntCounterVec::new(Opts::new("siphon_entities_evicted_total", "Entities evicted because their table was full (least recently seen first)."), &["entity_type"])?)?,
-            records: reg(r, IntCounterVec::new(Opts::new("siphon_detector_records_total", "Exchanges the detector took, by result (request, handshake, late, joined, fingerprint_only)."), &["result"])?)?,
+            records: reg(r, IntCounterVec::new(Opts::new("siphon_detector_records_total", "Exchanges the detector took, by result (request, handshake, late, joined, fingerprint_only, duplicate)."), &["result"])?)?,
             memory: reg(r, IntGauge::new("siphon_detector_memory_bytes", "Estimated bytes of detector state (entities, clusters, pending joins).")?)?,
             exported: BTreeSet::new(),
             last_counts: BTreeMap::new(),
@@ -168,6 +168,7 @@ impl DetectorMetrics {
             ("late", s.late),
             ("joined", js.joined),
             ("fingerprint_only", js.fingerprint_only),
+            ("duplicate", js.duplicates),
         ] {
             self.add_delta(&records, label, "records", n);
         }

@@ -34,12 +34,22 @@ pub struct JoinStats {
     pub joined: u64,
     /// Encrypted exchanges used only as fingerprint sources.
     pub fingerprint_only: u64,
+    /// HTTP exchanges seen at a second hook (the same exchange on the wire), dropped.
+    pub duplicates: u64,
 }
+
+/// The identity of one exchange on the wire: the same TCP connection's exchange seen at two
+/// hooks (a proxy's egress and the server's ingress) has the same endpoints and number.
+type WireId = (std::net::SocketAddr, std::net::SocketAddr, u32);
 
 pub struct Joiner {
     delay_ns: u64,
     tolerance_ns: u64,
-    pending: VecDeque<Observation>,
+    /// Observations waiting, with a serial number and whether a better copy replaced them.
+    pending: VecDeque<(u64, Observation, bool)>,
+    next_serial: u64,
+    /// HTTP exchanges pending, by wire identity: (start, serial, client resolved).
+    http_seen: HashMap<WireId, (u64, u64, bool)>,
     by_address: HashMap<IpAddr, VecDeque<Seen>>,
     seen_http: bool,
     pub stats: JoinStats,
@@ -51,6 +61,8 @@ impl Joiner {
             delay_ns: (delay_s * 1e9) as u64,
             tolerance_ns: (tolerance_s * 1e9) as u64,
             pending: VecDeque::new(),
+            next_serial: 0,
+            http_seen: HashMap::new(),
             by_address: HashMap::new(),
             seen_http: false,
             stats: JoinStats::default(),
@@ -58,12 +70,45 @@ impl Joiner {
     }
 
     pub fn push(&mut self, obs: Observation) {
-        if obs.http.is_some() {
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        if let Some(h) = &obs.http {
             self.seen_http = true;
+            // Resolved: the client is known through trusted forwarding, not just the peer.
+            let resolved = h.client_ip != obs.peer.ip();
+            let id = (obs.peer, obs.server, obs.seq);
+            if let Some(&(start, other, other_resolved)) = self.http_seen.get(&id) {
+                if start.abs_diff(obs.start_ns) <= self.tolerance_ns {
+                    self.stats.duplicates += 1;
+                    if resolved && !other_resolved {
+                        // The new copy knows the client: it replaces the old one.
+                        self.drop_serial(other);
+                        self.http_seen.insert(id, (obs.start_ns, serial, resolved));
+                    } else {
+                        return;
+                    }
+                }
+            } else {
+                self.http_seen.insert(id, (obs.start_ns, serial, resolved));
+            }
         } else if obs.transport.ja4.is_some() || obs.transport.tcp_rtt_seconds.is_some() {
             self.remember(&obs);
         }
-        self.pending.push_back(obs);
+        self.pending.push_back((serial, obs, false));
+    }
+
+    fn drop_serial(&mut self, serial: u64) {
+        let Some(&(front, _, _)) = self.pending.front() else {
+            return;
+        };
+        if let Some(e) = serial
+            .checked_sub(front)
+            .and_then(|i| self.pending.get_mut(i as usize))
+        {
+            if e.0 == serial {
+                e.2 = true;
+            }
+        }
     }
 
     fn remember(&mut self, obs: &Observation) {
@@ -95,14 +140,23 @@ impl Joiner {
     /// here and not returned.
     pub fn pop(&mut self, clock_ns: u64, drain: bool) -> Option<Observation> {
         loop {
-            let front = self.pending.front()?;
+            let (_, front, _) = self.pending.front()?;
             let ready = drain
                 || self.pending.len() > MAX_PENDING
                 || front.end_ns.saturating_add(self.delay_ns) <= clock_ns;
             if !ready {
                 return None;
             }
-            let mut obs = self.pending.pop_front()?;
+            let (serial, mut obs, dropped) = self.pending.pop_front()?;
+            if obs.http.is_some() {
+                let id = (obs.peer, obs.server, obs.seq);
+                if self.http_seen.get(&id).is_some_and(|e| e.1 == serial) {
+                    self.http_seen.remove(&id);
+                }
+            }
+            if dropped {
+                continue;
+            }
             if obs.http.is_none() {
                 if self.seen_http {
                     self.stats.fingerprint_only += 1;
@@ -201,9 +255,19 @@ mod tests {
         // Two clients behind one NAT address with different stacks, requests 300 ms apart.
         j.push(ingress("192.0.2.7:40000", 1000, "ja4-a", 0.2));
         j.push(ingress("192.0.2.7:40001", 1300, "ja4-b", 0.01));
-        j.push(behind_proxy("192.0.2.7", 1302));
-        j.push(behind_proxy("192.0.2.7", 1003));
-        j.push(behind_proxy("192.0.2.8", 1003));
+        // Three requests on three connections of the proxy.
+        for (n, (client, at)) in [
+            ("192.0.2.7", 1302),
+            ("192.0.2.7", 1003),
+            ("192.0.2.8", 1003),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut o = behind_proxy(client, at);
+            o.peer.set_port(50000 + n as u16);
+            j.push(o);
+        }
         assert!(j.pop(1500 * MS, false).is_none(), "waits for the delay");
         let out: Vec<_> = std::iter::from_fn(|| j.pop(10_000 * MS, false)).collect();
         assert_eq!(out.len(), 3, "encrypted records only lend fingerprints");
@@ -214,6 +278,27 @@ mod tests {
         assert_eq!(out[2].transport, Transport::default());
         assert_eq!(j.stats.joined, 2);
         assert_eq!(j.stats.fingerprint_only, 2);
+    }
+
+    #[test]
+    fn one_exchange_seen_at_two_hooks_counts_once_with_the_resolved_client() {
+        let mut j = Joiner::new(1.0, 0.5);
+        // The proxy's egress: its agent trusts no hop, so the client is the proxy itself.
+        let mut at_proxy = behind_proxy("10.0.0.2", 1000);
+        at_proxy.peer = "10.0.0.2:50000".parse().unwrap();
+        // The server's ingress: the client from X-Forwarded-For, 1 ms later.
+        let at_server = behind_proxy("192.0.2.7", 1001);
+        j.push(at_proxy);
+        j.push(at_server);
+        let out: Vec<_> = std::iter::from_fn(|| j.pop(u64::MAX, true)).collect();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].client_ip().to_string(), "192.0.2.7");
+        assert_eq!(j.stats.duplicates, 1);
+        // The next exchange on the connection is another request.
+        let mut next = behind_proxy("192.0.2.7", 5000);
+        next.seq = 2;
+        j.push(next);
+        assert_eq!(std::iter::from_fn(|| j.pop(u64::MAX, true)).count(), 1);
     }
 
     #[test]

@@ -304,6 +304,7 @@ fn key_view(cfg: &Config, key: &str, st: &EntityState, mid: usize, now: u64) -> 
         slots: st.activity.at(now_slot),
         age_slots: now_slot.saturating_sub(st.first_seen_ns / slot_ns) + 1,
         requests_per_second: f.requests_per_second,
+        requests: f.requests,
         tokens_per_response: f.output_tokens_per_response,
     })
 }

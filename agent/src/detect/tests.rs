@@ -26,12 +26,28 @@ impl Lcg {
     }
 }
 
+/// Each exchange on a connection of its own (a proxy's pool), as on the wire.
+fn next_peer() -> SocketAddr {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    SocketAddr::new(
+        IpAddr::V4(std::net::Ipv4Addr::new(
+            10,
+            9,
+            (n >> 16) as u8,
+            (n >> 8) as u8,
+        )),
+        1024 + (n & 0xff) as u16,
+    )
+}
+
 fn http(key: &str, ip: &str, start: u64, dur: u64, req: u64, resp: u64, ua: &str) -> Observation {
     let ip: IpAddr = ip.parse().unwrap();
     Observation {
         start_ns: start,
         end_ns: start + dur,
-        peer: SocketAddr::new("10.9.9.9".parse().unwrap(), 40000),
+        peer: next_peer(),
         server: "10.0.0.1:8000".parse().unwrap(),
         seq: 1,
         request_bytes: req,

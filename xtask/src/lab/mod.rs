@@ -170,6 +170,10 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     if args.check {
         let mut failures = checks::run(&out, &report)?;
         failures.extend(report.detection_failures.iter().cloned());
+        failures.extend(verdict::live_matches_offline(
+            &cmd::build_agent_release("siphon")?,
+            &out,
+        )?);
         if !failures.is_empty() {
             for f in &failures {
                 eprintln!("lab check FAILED: {f}");
@@ -272,10 +276,9 @@ impl Lab {
             .arg("--detection-log")
             .arg(self.out.join(format!("siphon-{role}-detections.jsonl")))
             .env("SIPHON_KEY_HASH_SECRET", KEY_HASH_SECRET);
-            if role == "server" {
-                // haproxy in front adds one X-Forwarded-For hop.
-                c.args(["--trusted-proxy-hops", "1"]);
-            }
+            // haproxy adds one X-Forwarded-For hop: on the server's requests, and on the
+            // plaintext requests it sends out of the ingress node itself.
+            c.args(["--trusted-proxy-hops", "1"]);
             for s in services {
                 c.args(["--service", &s]);
             }

@@ -240,3 +240,41 @@ pub fn failures(verdicts: &[ActorVerdict]) -> Vec<String> {
     }
     f
 }
+
+/// `siphon detect` over each node's exchange log must give exactly the events its live agent
+/// logged (same detector, same records, same order). Run after the agents have stopped.
+pub fn live_matches_offline(siphon: &Path, out: &Path) -> anyhow::Result<Vec<String>> {
+    let mut failures = Vec::new();
+    for role in ["server", "ingress"] {
+        let offline = out.join(format!("detections-{role}-offline.jsonl"));
+        let status = Command::new(siphon)
+            .arg("detect")
+            .arg(out.join(format!("siphon-{role}-exchanges.jsonl")))
+            .arg("--events")
+            .arg(&offline)
+            .arg("--quiet")
+            .status()
+            .context("running siphon detect")?;
+        anyhow::ensure!(status.success(), "siphon detect failed: {status}");
+        let live = read_jsonl(&out.join(format!("siphon-{role}-detections.jsonl")));
+        let replayed = read_jsonl(&offline);
+        if live != replayed {
+            let first = live
+                .iter()
+                .zip(&replayed)
+                .position(|(a, b)| a != b)
+                .unwrap_or(live.len().min(replayed.len()));
+            failures.push(format!(
+                "{role}: siphon detect gave {} events, the live agent {}; first difference at event {first}",
+                replayed.len(),
+                live.len()
+            ));
+        } else {
+            println!(
+                "lab: {role}: siphon detect over the exchange log reproduces the live agent's {} detection events",
+                live.len()
+            );
+        }
+    }
+    Ok(failures)
+}
