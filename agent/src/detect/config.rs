@@ -163,7 +163,7 @@ impl Default for Config {
             buckets: 6,
             slot_seconds: 10,
             eval_interval_seconds: 1.0,
-            max_entities_per_type: 20_000,
+            max_entities_per_type: 10_000,
             top_k: 100,
             join_delay_seconds: 2.0,
             join_tolerance_seconds: 0.5,

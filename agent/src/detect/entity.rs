@@ -271,9 +271,34 @@ impl Table {
     }
 }
 
+/// The most one entity holds with the default windows (3 windows of 6 buckets) when every
+/// linked set is full and has spilled into its HyperLogLog: the README's memory formula.
+pub const ENTITY_BYTES_MAX: usize = 8 * 1024;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_entity_stays_within_its_stated_size() {
+        let mut s = EntityState::new(0, &[60, 600, 3600], 6);
+        let empty = s.bytes();
+        for i in 0..1000 {
+            let long = format!("{i:032x}");
+            s.links.api_keys.insert(&long);
+            s.links
+                .client_ips
+                .insert(&format!("2001:db8:ffff:ffff::{i:x}"));
+            s.links.prefixes.insert(&format!("2001:db8:{i:x}::/48"));
+            s.links
+                .ja4s
+                .insert(&format!("t13d1516h2_8daaf6152771_{i:012x}"));
+            s.links.user_agents.insert(&format!("family{i}"));
+        }
+        let full = s.bytes();
+        println!("entity bytes: empty {empty}, full {full}");
+        assert!(full <= ENTITY_BYTES_MAX, "{full}");
+    }
 
     #[test]
     fn activity_slots_shift_with_time() {

@@ -42,6 +42,32 @@ fn reg<T: prometheus::core::Collector + Clone + 'static>(
 
 impl DetectorMetrics {
     pub fn new(r: &Registry) -> prometheus::Result<DetectorMetrics> {
+        let m = DetectorMetrics::register(r)?;
+        // Every counter exists from the start (at 0), so rules and dashboards find the series
+        // before the first detection or eviction.
+        for ty in EntityType::ALL {
+            m.created.with_label_values(&[ty.label()]);
+            m.evicted.with_label_values(&[ty.label()]);
+            m.tracked.with_label_values(&[ty.label()]);
+            for kind in Kind::ALL {
+                m.detections.with_label_values(&[kind.label(), ty.label()]);
+                m.active.with_label_values(&[kind.label(), ty.label()]);
+            }
+        }
+        for result in [
+            "request",
+            "handshake",
+            "late",
+            "joined",
+            "fingerprint_only",
+            "duplicate",
+        ] {
+            m.records.with_label_values(&[result]);
+        }
+        Ok(m)
+    }
+
+    fn register(r: &Registry) -> prometheus::Result<DetectorMetrics> {
         let ke = &["kind", "entity_type", "entity"];
         let e = &["entity_type", "entity"];
         Ok(DetectorMetrics {

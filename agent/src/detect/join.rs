@@ -17,10 +17,10 @@ use super::input::{Observation, Transport};
 
 /// Encrypted exchanges remembered per client address, and addresses at most: bounds memory
 /// under a flood of new clients.
-const PER_ADDRESS: usize = 64;
-const MAX_ADDRESSES: usize = 65_536;
+const PER_ADDRESS: usize = 16;
+const MAX_ADDRESSES: usize = 16_384;
 /// Pending observations at most (a record with a wild clock must not stall the queue).
-const MAX_PENDING: usize = 100_000;
+const MAX_PENDING: usize = 50_000;
 
 struct Seen {
     start_ns: u64,

@@ -241,13 +241,22 @@ impl Detector {
             log: self.log_events,
         };
         for (i, ty) in EntityType::TRACKED.iter().enumerate() {
-            for (value, st) in self.tables[i].map.iter_mut() {
-                if !(st.dirty || st.raised.iter().any(Option::is_some)) {
+            // In key order: events of one evaluation come out the same in every process (a hash
+            // map's order differs between runs), so a log replays to the same event file.
+            let mut due: Vec<Box<str>> = self.tables[i]
+                .map
+                .iter()
+                .filter(|(_, st)| st.dirty || st.raised.iter().any(Option::is_some))
+                .map(|(k, _)| k.clone())
+                .collect();
+            due.sort_unstable();
+            for value in due {
+                let Some(st) = self.tables[i].map.get_mut(&value) else {
                     continue;
-                }
+                };
                 st.dirty = false;
                 let judged = judge::score_entity(&ctx, *ty, st);
-                judge::transitions(&ctx, *ty, value, st, &judged, &mut self.events);
+                judge::transitions(&ctx, *ty, &value, st, &judged, &mut self.events);
             }
         }
         self.count_events();
