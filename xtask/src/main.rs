@@ -3,6 +3,7 @@
 mod bench;
 mod cmd;
 mod deploy;
+mod eval;
 mod image;
 mod kernels;
 mod lab;
@@ -48,6 +49,9 @@ enum Task {
     DeployCheck,
     /// Build the container image (root Dockerfile) with docker or podman, whichever runs.
     Image(image::ImageArgs),
+    /// The detector on synthetic populations (10,000 clients, a simulated day, attackers at a
+    /// base rate) next to rate baselines: target/eval/report.md, report.json, roc.png.
+    Eval(eval::EvalArgs),
     /// Set-up, then boot other kernels (Debian's 6.1 and 6.12 cloud kernels) in qemu and check
     /// that Siphon's programs load, replay captures and attach there (as root; minutes).
     Kernels(kernels::KernelsArgs),
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
         Task::DeployRender(args) => deploy::deploy_render(&args),
         Task::DeployCheck => deploy::check_manifests(),
         Task::Image(args) => image::image(&args),
+        Task::Eval(args) => setup::setup().and_then(|()| eval::eval(&args)),
         Task::Kernels(args) => setup::setup().and_then(|()| kernels::kernels(&args)),
     };
     match result {

@@ -18,7 +18,8 @@ use crate::cmd::{output, run};
 /// - ethtool: inspecting offloads in the end-to-end tests;
 /// - haproxy, dante-server, openssl, python3-venv: the lab's TLS ingress, SOCKS relay, lab
 ///   certificates, and LiteLLM's virtual environment;
-/// - prometheus: its `promtool` checks and unit-tests deploy/prometheus's rules.
+/// - prometheus: its `promtool` checks and unit-tests deploy/prometheus's rules;
+/// - fonts-dejavu-core: the font `cargo xtask eval` draws its plot's text with.
 const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "python3",
@@ -29,6 +30,7 @@ const TEST_PACKAGES: &[&str] = &[
     "openssl",
     "python3-venv",
     "prometheus",
+    "fonts-dejavu-core",
 ];
 
 /// LiteLLM, the lab's real LLM router, pinned to a vetted release (1.82.7, 1.82.8 and 1.107.0

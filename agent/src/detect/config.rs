@@ -138,7 +138,7 @@ pub struct BaselineConfig {
     pub min_requests: u64,
     /// Quantile of the keys' values taken as "typical".
     pub quantile: f64,
-    /// Recomputed at most this often, seconds of record time.
+    /// Recomputed at most this often, seconds of record time (also the cluster pass).
     pub refresh_seconds: f64,
 }
 
@@ -257,7 +257,7 @@ impl Default for BaselineConfig {
         BaselineConfig {
             min_requests: 3,
             quantile: 0.5,
-            refresh_seconds: 10.0,
+            refresh_seconds: 30.0,
         }
     }
 }

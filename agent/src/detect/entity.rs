@@ -125,8 +125,9 @@ pub struct EntityState {
     pub last_start_ns: u64,
     /// Raised detections, by score kind.
     pub raised: [Option<Raised>; 2],
-    /// Latest scores, by kind.
+    /// Latest scores, by kind, and the highest each reached.
     pub scores: [f64; 2],
+    pub max_scores: [f32; 2],
     /// Keys of this entity's address used in lockstep (set by the cluster pass), and when the
     /// pass last saw the pool.
     pub pooled_keys: u32,
@@ -157,6 +158,7 @@ impl EntityState {
             last_start_ns: 0,
             raised: [None; 2],
             scores: [0.0; 2],
+            max_scores: [0.0; 2],
             pooled_keys: 0,
             pooled_at_ns: 0,
             cluster: None,
@@ -207,6 +209,10 @@ impl EntityState {
 /// (raised ones last).
 pub struct Table {
     pub map: HashMap<Box<str>, EntityState>,
+    /// Entities changed since the last evaluation (each queued once while `dirty`), and those
+    /// with a raised detection: the only ones an evaluation needs to look at.
+    pub queue: Vec<Box<str>>,
+    pub raised_keys: std::collections::BTreeSet<Box<str>>,
     capacity: usize,
     pub created: u64,
     pub evicted: u64,
@@ -216,6 +222,8 @@ impl Table {
     pub fn new(capacity: usize) -> Table {
         Table {
             map: HashMap::new(),
+            queue: Vec::new(),
+            raised_keys: std::collections::BTreeSet::new(),
             capacity,
             created: 0,
             evicted: 0,
@@ -237,6 +245,7 @@ impl Table {
             self.created += 1;
             self.map
                 .insert(value.into(), EntityState::new(now_ns, windows, buckets));
+            self.queue.push(value.into());
         }
         // Just inserted or already there.
         self.map
@@ -262,12 +271,27 @@ impl Table {
         let n = (ages.len() / 16).max(1);
         for (_, _, k) in ages.into_iter().take(n) {
             self.map.remove(&k);
+            self.raised_keys.remove(&k);
             self.evicted += 1;
         }
     }
 
     pub fn bytes(&self) -> usize {
-        self.map.iter().map(|(k, s)| k.len() + s.bytes() + 16).sum()
+        self.map
+            .iter()
+            .map(|(k, s)| k.len() + s.bytes() + 16)
+            .sum::<usize>()
+            + self.queue.capacity() * std::mem::size_of::<Box<str>>()
+    }
+
+    /// Queue every entity flagged dirty outside the record path (the cluster pass).
+    pub fn queue_dirty(&mut self) {
+        let dirty = self
+            .map
+            .iter()
+            .filter(|(_, s)| s.dirty)
+            .map(|(k, _)| k.clone());
+        self.queue.extend(dirty);
     }
 }
 

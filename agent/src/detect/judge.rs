@@ -52,12 +52,26 @@ fn best_over_windows(
     n_windows: usize,
     feats: impl Fn(usize) -> Features,
     pooled: u32,
+    explain: bool,
 ) -> [Score; 2] {
     let mut best = [Score::default(), Score::default()];
     for i in 0..n_windows {
         let f = feats(i);
-        let h = score::harvest(&f, ctx.baseline, &ctx.cfg.harvest, ctx.cfg.slot_seconds);
-        let r = score::relay(&f, ctx.baseline, pooled, &ctx.cfg.relay, &ctx.cfg.harvest);
+        let h = score::harvest(
+            &f,
+            ctx.baseline,
+            &ctx.cfg.harvest,
+            ctx.cfg.slot_seconds,
+            explain,
+        );
+        let r = score::relay(
+            &f,
+            ctx.baseline,
+            pooled,
+            &ctx.cfg.relay,
+            &ctx.cfg.harvest,
+            explain,
+        );
         if h.value > best[0].value {
             best[0] = h;
         }
@@ -68,13 +82,28 @@ fn best_over_windows(
     best
 }
 
-pub fn score_entity(ctx: &Ctx<'_>, _ty: EntityType, st: &EntityState) -> [Score; 2] {
+/// Both scores; `explain` also writes the reasons' sentences (for events and tables).
+pub fn score_entity(ctx: &Ctx<'_>, _ty: EntityType, st: &EntityState, explain: bool) -> [Score; 2] {
     best_over_windows(
         ctx,
         st.windows.len(),
         |i| window_features(ctx.cfg, st, i, ctx.now),
         st.pooled_keys,
+        explain,
     )
+}
+
+/// Whether a score would raise or clear the detection held in `raised`.
+fn crosses(ctx: &Ctx<'_>, kind: Kind, score: f64, raised: bool, allowed: bool) -> bool {
+    let (raise, clear) = match kind {
+        Kind::Harvest => (ctx.cfg.harvest.raise, ctx.cfg.harvest.clear),
+        Kind::Relay => (ctx.cfg.relay.raise, ctx.cfg.relay.clear),
+    };
+    if raised {
+        score < clear
+    } else {
+        score >= raise && !allowed
+    }
 }
 
 fn linked_of(links: &Links, ty: EntityType) -> Linked {
@@ -166,9 +195,26 @@ pub fn transitions(
         value: value.to_owned(),
     };
     let allowed = ctx.allow.allows(ty, value);
+    // Reasons in words only for an event about to be written.
+    let explained;
+    let scores = if Kind::ALL.iter().any(|k| {
+        crosses(
+            ctx,
+            *k,
+            scores[k.index()].value,
+            st.raised[k.index()].is_some(),
+            allowed.is_some(),
+        )
+    }) {
+        explained = score_entity(ctx, ty, st, true);
+        &explained
+    } else {
+        scores
+    };
     for kind in Kind::ALL {
         let k = kind.index();
         st.scores[k] = scores[k].value;
+        st.max_scores[k] = st.max_scores[k].max(scores[k].value as f32);
         let first_seen = st.first_seen_ns;
         let links = &st.links;
         let raised = &mut st.raised[k];
@@ -233,6 +279,7 @@ pub struct ClusterState {
     pub formed_ns: u64,
     pub raised: [Option<Raised>; 2],
     pub scores: [f64; 2],
+    pub max_scores: [f32; 2],
     pub requests_per_second: f64,
     pub response_bytes_per_second: f64,
     pub reasons: [Vec<score::Reason>; 2],
@@ -244,6 +291,7 @@ pub struct Judged<'a> {
     pub ty: EntityType,
     pub value: &'a str,
     pub scores: [f64; 2],
+    pub max_scores: [f32; 2],
     pub raised: [bool; 2],
     pub requests_per_second: f64,
     pub response_bytes_per_second: f64,
@@ -263,6 +311,7 @@ impl<'a> Judged<'a> {
             ty,
             value,
             scores: st.scores,
+            max_scores: st.max_scores,
             raised: [st.raised[0].is_some(), st.raised[1].is_some()],
             requests_per_second: f.requests_per_second,
             response_bytes_per_second: f.response_bytes_per_second,
@@ -276,6 +325,7 @@ impl ClusterState {
             ty: EntityType::Cluster,
             value: &self.id,
             scores: self.scores,
+            max_scores: self.max_scores,
             raised: [self.raised[0].is_some(), self.raised[1].is_some()],
             requests_per_second: self.requests_per_second,
             response_bytes_per_second: self.response_bytes_per_second,
@@ -406,7 +456,7 @@ pub fn clusters(
             let len = cfg.windows_seconds.get(i).copied().unwrap_or(1) as f64;
             features_of(&windows[i], len, first_seen, duty, ctx.now)
         };
-        let scores = best_over_windows(ctx, windows.len(), feats, pooled);
+        let scores = best_over_windows(ctx, windows.len(), feats, pooled, true);
         let mid_f = feats(mid);
         let mut state = previous
             .iter()
@@ -422,6 +472,7 @@ pub fn clusters(
                 formed_ns: ctx.now,
                 raised: [None; 2],
                 scores: [0.0; 2],
+                max_scores: [0.0; 2],
                 requests_per_second: 0.0,
                 response_bytes_per_second: 0.0,
                 reasons: [Vec::new(), Vec::new()],
@@ -447,6 +498,7 @@ pub fn clusters(
         for kind in Kind::ALL {
             let k = kind.index();
             state.scores[k] = scores[k].value;
+            state.max_scores[k] = state.max_scores[k].max(scores[k].value as f32);
             state.reasons[k] = scores[k].reasons.clone();
             let mut reasons = scores[k].clone();
             reasons.reasons.insert(

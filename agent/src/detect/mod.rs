@@ -218,9 +218,14 @@ impl Detector {
         let slot_ns = cfg.slot_seconds * 1_000_000_000;
         let mut late = false;
         for (ty, value) in &entities {
-            let st = self.tables[ty.index()].entry(value, obs.end_ns, &windows, buckets);
+            let table = &mut self.tables[ty.index()];
+            let st = table.entry(value, obs.end_ns, &windows, buckets);
+            let queued = st.dirty;
             late |= !update(st, &sample, slot_ns);
             links.add_to(st, *ty);
+            if !queued {
+                table.queue.push((*value).into());
+            }
         }
         if late {
             self.stats.late += 1;
@@ -243,20 +248,23 @@ impl Detector {
         for (i, ty) in EntityType::TRACKED.iter().enumerate() {
             // In key order: events of one evaluation come out the same in every process (a hash
             // map's order differs between runs), so a log replays to the same event file.
-            let mut due: Vec<Box<str>> = self.tables[i]
-                .map
-                .iter()
-                .filter(|(_, st)| st.dirty || st.raised.iter().any(Option::is_some))
-                .map(|(k, _)| k.clone())
-                .collect();
+            let table = &mut self.tables[i];
+            let mut due = std::mem::take(&mut table.queue);
+            due.extend(table.raised_keys.iter().cloned());
             due.sort_unstable();
+            due.dedup();
             for value in due {
-                let Some(st) = self.tables[i].map.get_mut(&value) else {
+                let Some(st) = table.map.get_mut(&value) else {
                     continue;
                 };
                 st.dirty = false;
-                let judged = judge::score_entity(&ctx, *ty, st);
+                let judged = judge::score_entity(&ctx, *ty, st, false);
                 judge::transitions(&ctx, *ty, &value, st, &judged, &mut self.events);
+                if st.raised.iter().any(Option::is_some) {
+                    table.raised_keys.insert(value);
+                } else {
+                    table.raised_keys.remove(&value);
+                }
             }
         }
         self.count_events();
@@ -292,6 +300,9 @@ impl Detector {
             mid,
             &mut self.events,
         );
+        for t in &mut self.tables {
+            t.queue_dirty();
+        }
         self.memory_bytes = self.tables.iter().map(Table::bytes).sum::<usize>()
             + self.clusters.len() * 256
             + self.joiner.pending() * std::mem::size_of::<Observation>();
@@ -320,7 +331,7 @@ impl Detector {
             ]);
         }
         let st = self.tables.get(ty.index())?.map.get(value)?;
-        Some(judge::score_entity(&ctx, ty, st))
+        Some(judge::score_entity(&ctx, ty, st, true))
     }
 
     /// Scores of every tracked entity and cluster as of the last evaluation.

@@ -189,6 +189,9 @@ pub struct FinalEntity {
     pub value: String,
     pub harvest: f64,
     pub relay: f64,
+    /// The highest each score reached during the run.
+    pub max_harvest: f32,
+    pub max_relay: f32,
     pub raised_harvest: bool,
     pub raised_relay: bool,
     pub requests_per_second: f64,
@@ -202,6 +205,8 @@ pub struct FinalCluster {
     pub pooled: u32,
     pub harvest: f64,
     pub relay: f64,
+    pub max_harvest: f32,
+    pub max_relay: f32,
     pub raised_harvest: bool,
     pub raised_relay: bool,
 }
@@ -213,12 +218,14 @@ pub fn final_state(det: &Detector) -> FinalState {
         entities: det
             .judged()
             .into_iter()
-            .filter(|j| j.scores.iter().any(|s| *s > 0.0) || j.raised.iter().any(|r| *r))
+            .filter(|j| j.max_scores.iter().any(|s| *s > 0.0) || j.raised.iter().any(|r| *r))
             .map(|j| FinalEntity {
                 ty: j.ty.label(),
                 value: j.value.to_owned(),
                 harvest: j.scores[0],
                 relay: j.scores[1],
+                max_harvest: j.max_scores[0],
+                max_relay: j.max_scores[1],
                 raised_harvest: j.raised[0],
                 raised_relay: j.raised[1],
                 requests_per_second: j.requests_per_second,
@@ -234,6 +241,8 @@ pub fn final_state(det: &Detector) -> FinalState {
                 pooled: c.pooled,
                 harvest: c.scores[0],
                 relay: c.scores[1],
+                max_harvest: c.max_scores[0],
+                max_relay: c.max_scores[1],
                 raised_harvest: c.raised[0].is_some(),
                 raised_relay: c.raised[1].is_some(),
             })

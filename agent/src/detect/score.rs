@@ -87,7 +87,21 @@ fn secs_text(s: f64) -> String {
     }
 }
 
-pub fn harvest(f: &Features, base: &Baseline, cfg: &HarvestConfig, slot_s: u64) -> Score {
+/// A reason's sentence, only when it will be shown (formatting floats is most of the cost of
+/// scoring otherwise).
+macro_rules! txt {
+    ($explain:expr, $($a:tt)*) => {
+        if $explain { format!($($a)*) } else { String::new() }
+    };
+}
+
+pub fn harvest(
+    f: &Features,
+    base: &Baseline,
+    cfg: &HarvestConfig,
+    slot_s: u64,
+    explain: bool,
+) -> Score {
     if f.requests < cfg.min_requests {
         return Score::default();
     }
@@ -103,9 +117,11 @@ pub fn harvest(f: &Features, base: &Baseline, cfg: &HarvestConfig, slot_s: u64) 
         value: f.output_tokens_per_second,
         baseline: base.output_tokens_per_second,
         evidence: volume,
-        text: format!(
+        text: txt!(
+            explain,
             "output ≈{:.0} tokens/s vs cluster typical {:.1}",
-            f.output_tokens_per_second, base.output_tokens_per_second
+            f.output_tokens_per_second,
+            base.output_tokens_per_second
         ),
     });
     let long_tokens = cfg.long_output_tokens;
@@ -115,7 +131,7 @@ pub fn harvest(f: &Features, base: &Baseline, cfg: &HarvestConfig, slot_s: u64) 
         value: f.long_share,
         baseline: long_tokens,
         evidence: long,
-        text: format!(
+        text: txt!(explain,
             "{} of responses at ≥{long_tokens:.0} output tokens (mean {:.0}, cluster typical {:.0})",
             pct(f.long_share),
             f.output_tokens_per_response,
@@ -128,7 +144,8 @@ pub fn harvest(f: &Features, base: &Baseline, cfg: &HarvestConfig, slot_s: u64) 
         value: f.response_request_ratio,
         baseline: cfg.ratio_lo,
         evidence: ratio,
-        text: format!(
+        text: txt!(
+            explain,
             "responses {:.0}× the request bytes",
             f.response_request_ratio
         ),
@@ -151,7 +168,8 @@ pub fn harvest(f: &Features, base: &Baseline, cfg: &HarvestConfig, slot_s: u64) 
             value: t,
             baseline: base.think_p50_seconds.unwrap_or(f64::NAN),
             evidence: think,
-            text: format!(
+            text: txt!(
+                explain,
                 "think time p50 {} vs cluster p50 {}",
                 secs_text(t),
                 base.think_p50_seconds.map_or("unknown".into(), secs_text)
@@ -167,7 +185,11 @@ pub fn harvest(f: &Features, base: &Baseline, cfg: &HarvestConfig, slot_s: u64) 
             value: d,
             baseline: cfg.duty_lo,
             evidence: duty,
-            text: format!("busy in {} of {slot_s} s slots since first seen", pct(d)),
+            text: txt!(
+                explain,
+                "busy in {} of {slot_s} s slots since first seen",
+                pct(d)
+            ),
         });
     }
     let heavy_lo = cfg.volume_vs_baseline * base.output_tokens_per_second;
@@ -186,7 +208,8 @@ pub fn harvest(f: &Features, base: &Baseline, cfg: &HarvestConfig, slot_s: u64) 
             value: f.output_tokens_per_second / base.output_tokens_per_second.max(1e-9),
             baseline: cfg.volume_vs_baseline,
             evidence: heavy,
-            text: format!(
+            text: txt!(
+                explain,
                 "{:.0}× the cluster's typical key output",
                 f.output_tokens_per_second / base.output_tokens_per_second.max(1e-9)
             ),
@@ -201,7 +224,8 @@ pub fn harvest(f: &Features, base: &Baseline, cfg: &HarvestConfig, slot_s: u64) 
             value: cv,
             baseline: cfg.cv_none,
             evidence: regular,
-            text: format!(
+            text: txt!(
+                explain,
                 "inter-arrival CV {cv:.2} (clockwork below {:.2})",
                 cfg.cv_none
             ),
@@ -214,7 +238,11 @@ pub fn harvest(f: &Features, base: &Baseline, cfg: &HarvestConfig, slot_s: u64) 
             value: f.throttled_share,
             baseline: cfg.throttled_lo,
             evidence: throttled,
-            text: format!("{} of requests answered 429", pct(f.throttled_share)),
+            text: txt!(
+                explain,
+                "{} of requests answered 429",
+                pct(f.throttled_share)
+            ),
         });
     }
     let pacing = noisy_or(&[
@@ -243,6 +271,7 @@ pub fn relay(
     pooled_keys: u32,
     cfg: &RelayConfig,
     harvest_cfg: &HarvestConfig,
+    explain: bool,
 ) -> Score {
     if f.requests < cfg.min_requests {
         return Score::default();
@@ -263,7 +292,8 @@ pub fn relay(
             value: g,
             baseline: base.rtt_gap_seconds.unwrap_or(f64::NAN),
             evidence: gap,
-            text: format!(
+            text: txt!(
+                explain,
                 "TLS round trip exceeds TCP's by ≥{} (median of {}; cluster typical {})",
                 secs_text(g),
                 f.rtt_samples,
@@ -284,7 +314,8 @@ pub fn relay(
             value: pooled_keys as f64,
             baseline: 1.0,
             evidence: pooled,
-            text: format!(
+            text: txt!(
+                explain,
                 "{pooled_keys} API keys used in lockstep from one address, {} of responses long",
                 pct(f.long_share)
             ),
@@ -301,7 +332,8 @@ pub fn relay(
             value: f.claimed_origin_share,
             baseline: cfg.claimed_origin_lo,
             evidence: claimed,
-            text: format!(
+            text: txt!(
+                explain,
                 "{} of requests carry forwarding origins the client supplied",
                 pct(f.claimed_origin_share)
             ),
@@ -314,7 +346,8 @@ pub fn relay(
             value: f.ua_mismatch_share,
             baseline: cfg.ua_mismatch_lo,
             evidence: ua,
-            text: format!(
+            text: txt!(
+                explain,
                 "{} of requests claim a browser over a non-browser TLS stack",
                 pct(f.ua_mismatch_share)
             ),
@@ -375,13 +408,13 @@ mod tests {
             response_request_ratio: 2.0,
             ..Features::default()
         };
-        assert_eq!(relay(&office, &base(), 6, &rc, &hc).value, 0.0);
+        assert_eq!(relay(&office, &base(), 6, &rc, &hc, true).value, 0.0);
         let relayed = Features {
             long_share: 0.95,
             response_request_ratio: 200.0,
             ..office
         };
-        assert!(relay(&relayed, &base(), 3, &rc, &hc).value > 0.8);
+        assert!(relay(&relayed, &base(), 3, &rc, &hc, true).value > 0.8);
     }
 
     #[test]
@@ -395,7 +428,7 @@ mod tests {
 
     #[test]
     fn a_harvester_scores_high_with_reasons() {
-        let s = harvest(&harvester(), &base(), &HarvestConfig::default(), 10);
+        let s = harvest(&harvester(), &base(), &HarvestConfig::default(), 10, true);
         assert!(s.value > 0.9, "{s:?}");
         let feats: Vec<_> = s.reasons.iter().map(|r| r.feature).collect();
         assert!(feats.contains(&"output_tokens_per_second"), "{feats:?}");
@@ -412,7 +445,7 @@ mod tests {
             think_p50_seconds: Some(25.0),
             ..harvester()
         };
-        assert!(harvest(&person, &base(), &cfg, 10).value < 0.1);
+        assert!(harvest(&person, &base(), &cfg, 10, true).value < 0.1);
         // Batch summarisation: machine pacing, lots of volume, but long inputs, short outputs.
         let batch = Features {
             output_tokens_per_second: 400.0,
@@ -421,14 +454,14 @@ mod tests {
             response_request_ratio: 0.05,
             ..harvester()
         };
-        assert_eq!(harvest(&batch, &base(), &cfg, 10).value, 0.0);
+        assert_eq!(harvest(&batch, &base(), &cfg, 10, true).value, 0.0);
     }
 
     #[test]
     fn more_evidence_never_lowers_a_score() {
         let cfg = HarvestConfig::default();
         let b = base();
-        let s0 = harvest(&harvester(), &b, &cfg, 10).value;
+        let s0 = harvest(&harvester(), &b, &cfg, 10, true).value;
         type Tweak = Box<dyn Fn(&mut Features)>;
         let tweaks: Vec<Tweak> = vec![
             Box::new(|f| f.output_tokens_per_second *= 2.0),
@@ -449,10 +482,10 @@ mod tests {
             interarrival_cv: Some(0.6),
             ..harvester()
         };
-        let mut last = harvest(&f, &b, &cfg, 10).value;
+        let mut last = harvest(&f, &b, &cfg, 10, true).value;
         for t in &tweaks {
             t(&mut f);
-            let now = harvest(&f, &b, &cfg, 10).value;
+            let now = harvest(&f, &b, &cfg, 10, true).value;
             assert!(now >= last, "{now} < {last} after a tweak");
             last = now;
         }
@@ -464,13 +497,13 @@ mod tests {
             ..Features::default()
         };
         let hc = HarvestConfig::default();
-        let r0 = relay(&g, &b, 0, &rc, &hc).value;
+        let r0 = relay(&g, &b, 0, &rc, &hc, true).value;
         g.rtt_samples = 10;
         g.rtt_gap_p50_seconds = Some(0.128);
-        let r1 = relay(&g, &b, 0, &rc, &hc).value;
-        let r2 = relay(&g, &b, 3, &rc, &hc).value;
+        let r1 = relay(&g, &b, 0, &rc, &hc, true).value;
+        let r2 = relay(&g, &b, 3, &rc, &hc, true).value;
         g.claimed_origin_share = 1.0;
-        let r3 = relay(&g, &b, 3, &rc, &hc).value;
+        let r3 = relay(&g, &b, 3, &rc, &hc, true).value;
         assert!(
             r0 == 0.0 && r1 > 0.9 && r2 >= r1 && r3 >= r2,
             "{r0} {r1} {r2} {r3}"
@@ -484,7 +517,7 @@ mod tests {
             ..harvester()
         };
         assert_eq!(
-            harvest(&f, &base(), &HarvestConfig::default(), 10).value,
+            harvest(&f, &base(), &HarvestConfig::default(), 10, true).value,
             0.0
         );
     }
@@ -503,7 +536,8 @@ mod tests {
                 &base(),
                 0,
                 &RelayConfig::default(),
-                &HarvestConfig::default()
+                &HarvestConfig::default(),
+                true
             )
             .value,
             0.0

@@ -17,6 +17,8 @@ mod topology;
 mod verdict;
 mod view;
 
+pub use view::read_jsonl;
+
 use std::{
     path::{Path, PathBuf},
     process::Command,
