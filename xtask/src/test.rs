@@ -78,16 +78,20 @@ pub fn test(args: &TestArgs) -> anyhow::Result<()> {
     }
     t.args(&args.cargo_test_args);
     run(&mut t)?;
-    if args.unprivileged {
-        return Ok(());
+    if !args.unprivileged {
+        // The lab: every actor, Siphon on two nodes, checked against the ground truth,
+        // detections included (long enough for keys in lockstep to show: clusters need ~90 s
+        // of activity).
+        crate::lab::run(&crate::lab::LabArgs {
+            duration: 150,
+            scenario: crate::lab::Scenario::All,
+            out: "target/lab-ci".into(),
+            check: true,
+            view_every: 0,
+        })?;
     }
-    // The lab: every actor, Siphon on two nodes, checked against the ground truth, detections
-    // included (long enough for keys in lockstep to show: clusters need ~90 s of activity).
-    crate::lab::run(&crate::lab::LabArgs {
-        duration: 150,
-        scenario: crate::lab::Scenario::All,
-        out: "target/lab-ci".into(),
-        check: true,
-        view_every: 0,
-    })
+    // The population evaluation, small: the report's structure, from real detector output.
+    let out = root.join("target/eval-ci");
+    crate::eval::eval(&crate::eval::EvalArgs::quick(&out))?;
+    crate::eval::check_report(&out)
 }

@@ -51,6 +51,77 @@ pub struct EvalArgs {
     pub lab_dir: Option<PathBuf>,
 }
 
+impl EvalArgs {
+    /// `--quick`, written to `out`.
+    pub fn quick(out: &Path) -> EvalArgs {
+        EvalArgs {
+            clients: 1_000,
+            hours: 6.0,
+            attack_rate: 0.01,
+            tune_seeds: vec![1],
+            report_seeds: vec![101],
+            quick: true,
+            out: out.to_path_buf(),
+            lab_dir: None,
+        }
+    }
+}
+
+/// The report holds what the README promises: every attacker kind (held-out ones included) and
+/// benign kind with figures and intervals in [0, 1], a paging threshold, a plot.
+pub fn check_report(out: &Path) -> anyhow::Result<()> {
+    let r: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("report.json")).context("report.json")?,
+    )?;
+    let rows = r["result"]["rows"]
+        .as_array()
+        .context("report.json: no rows")?;
+    let kinds: Vec<&str> = rows.iter().filter_map(|r| r["kind"].as_str()).collect();
+    for k in TUNE_ATTACKERS.iter().chain(&HELD_OUT_ATTACKERS).chain(&[
+        "person",
+        "office_person",
+        "app_backend",
+        "batch_job",
+        "ci_eval",
+        "agent_loop",
+        "content_generator",
+    ]) {
+        anyhow::ensure!(kinds.contains(k), "report.json: no row for {k}");
+    }
+    for row in rows {
+        for f in [
+            "flagged",
+            "flagged_at_page",
+            "key_rate_baseline",
+            "ip_rate_baseline",
+        ] {
+            let (v, lo, hi) = (
+                row[f]["value"].as_f64(),
+                row[f]["lo"].as_f64(),
+                row[f]["hi"].as_f64(),
+            );
+            let ok = matches!((v, lo, hi), (Some(v), Some(lo), Some(hi)) if (0.0..=1.0).contains(&v) && lo <= v && v <= hi && hi <= 1.0);
+            anyhow::ensure!(ok, "report.json: {} {f}: {:?}", row["kind"], row[f]);
+        }
+    }
+    anyhow::ensure!(
+        r["result"]["page_threshold"]
+            .as_f64()
+            .is_some_and(|t| t > 0.0 && t <= 1.0),
+        "no paging threshold"
+    );
+    anyhow::ensure!(
+        std::fs::metadata(out.join("roc.png"))?.len() > 1000,
+        "roc.png missing"
+    );
+    anyhow::ensure!(
+        std::fs::read_to_string(out.join("report.md"))?.contains("| kind | label |"),
+        "report.md has no table"
+    );
+    println!("eval: report structure checked ({} rows)", rows.len());
+    Ok(())
+}
+
 /// Kinds every population has; attackers used for tuning.
 pub const TUNE_ATTACKERS: [&str; 5] = [
     "harvester_flat",
