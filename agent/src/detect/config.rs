@@ -26,6 +26,9 @@ pub struct Config {
     /// request from an ingress node, and matches one within `join_tolerance_seconds`.
     pub join_delay_seconds: f64,
     pub join_tolerance_seconds: f64,
+    /// A raised detection clears only after its score stayed below the clear level this long
+    /// (seconds of record time).
+    pub hold_seconds: f64,
     /// Address prefix lengths of the `prefix` entity.
     pub prefix_v4: u8,
     pub prefix_v6: u8,
@@ -167,6 +170,7 @@ impl Default for Config {
             top_k: 100,
             join_delay_seconds: 2.0,
             join_tolerance_seconds: 0.5,
+            hold_seconds: 300.0,
             prefix_v4: 24,
             prefix_v6: 48,
             harvest: HarvestConfig::default(),
@@ -306,6 +310,9 @@ impl Config {
             || !(0.0..=60.0).contains(&self.join_tolerance_seconds)
         {
             errs.push("join_delay_seconds, join_tolerance_seconds: 0 to 60".to_owned());
+        }
+        if !(0.0..=86_400.0).contains(&self.hold_seconds) {
+            errs.push("hold_seconds: 0 to 86400".to_owned());
         }
         if self.prefix_v4 > 32 || self.prefix_v6 > 128 {
             errs.push("prefix_v4 at most 32, prefix_v6 at most 128".to_owned());

@@ -111,6 +111,8 @@ impl Activity {
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Raised {
     pub since_ns: u64,
+    /// Since when the score has stayed below the clear level (cleared after `hold_seconds`).
+    pub below_since_ns: Option<u64>,
 }
 
 #[derive(Clone, Debug)]

@@ -145,16 +145,30 @@ fn transition(
         Kind::Harvest => (ctx.cfg.harvest.raise, ctx.cfg.harvest.clear),
         Kind::Relay => (ctx.cfg.relay.raise, ctx.cfg.relay.clear),
     };
+    let hold_ns = (ctx.cfg.hold_seconds * 1e9) as u64;
     let state = match raised {
         None if score.value >= raise && allowed.is_none() => {
-            *raised = Some(Raised { since_ns: ctx.now });
+            *raised = Some(Raised {
+                since_ns: ctx.now,
+                below_since_ns: None,
+            });
             State::Raised
         }
-        Some(_) if score.value < clear => {
+        // A raised detection clears once its score has stayed below the clear level for the
+        // hold time: a score hovering around a level must not page on every crossing.
+        Some(r) if score.value < clear => {
+            let below = *r.below_since_ns.get_or_insert(ctx.now);
+            if ctx.now.saturating_sub(below) < hold_ns {
+                return;
+            }
             *raised = None;
             State::Cleared
         }
-        _ => return,
+        Some(r) => {
+            r.below_since_ns = None;
+            return;
+        }
+        None => return,
     };
     let ev = DetectionEvent::new(
         kind,
@@ -547,6 +561,10 @@ pub fn clusters(
                     value: old.id.clone(),
                 };
                 let mut raised = old.raised[kind.index()];
+                // The cluster is gone (its memory lapsed): clear now, no hold.
+                if let Some(r) = raised.as_mut() {
+                    r.below_since_ns = Some(0);
+                }
                 let linked = Linked {
                     api_keys: old.members.iter().map(|k| k.to_string()).collect(),
                     client_ips: old.client_ips.clone(),

@@ -176,7 +176,8 @@ pub fn population<'a>(
             (i >> 8) & 255,
             1 + (i & 255) % 254
         ));
-        let stack = [0u8, 1, 1, 2][w.rng.gen_range(0..4)];
+        // People use the SDK, browsers, node and curl (which harvesters use too).
+        let stack = [0u8, 1, 1, 2, 3][w.rng.gen_range(0..5)];
         kinds::person(&mut w, format!("person{i}"), ip, stack, "person");
         people -= 1;
         i += 1;
