@@ -85,9 +85,26 @@ fn scores(run: &Run) -> Scores {
     Scores { entity, clusters }
 }
 
+/// Per instance, per key and per address: the highest score reached (computed once per run).
+#[derive(Default)]
+pub struct Scored {
+    pub instances: Vec<f64>,
+    pub keys: HashMap<String, f64>,
+    pub ips: HashMap<String, f64>,
+}
+
+pub fn score_run(run: &mut Run) {
+    let (instances, keys, ips) = compute_instance_scores(run);
+    run.scored = Scored { instances, keys, ips };
+}
+
+fn instance_scores(run: &Run) -> (&[f64], &HashMap<String, f64>, &HashMap<String, f64>) {
+    (&run.scored.instances, &run.scored.keys, &run.scored.ips)
+}
+
 /// An instance's highest score: over its keys, its own addresses (shared addresses belong to
 /// no single instance) and the clusters where it holds most keys.
-fn instance_scores(run: &Run) -> (Vec<f64>, HashMap<String, f64>, HashMap<String, f64>) {
+fn compute_instance_scores(run: &Run) -> (Vec<f64>, HashMap<String, f64>, HashMap<String, f64>) {
     let s = scores(run);
     let mut ip_users: HashMap<&str, usize> = HashMap::new();
     for i in &run.instances {
@@ -295,7 +312,7 @@ pub fn evaluate(runs: &[Run], page: f64) -> Result {
     for run in runs {
         let (inst, _, _) = instance_scores(run);
         let first_raise = first_raises(run);
-        for (i, score) in run.instances.iter().zip(inst) {
+        for (i, &score) in run.instances.iter().zip(inst) {
             if i.label != "benign" && score < RAISE {
                 missed.push(format!("{}/{} (highest score {score:.2})", run.seed, i.id));
             }
@@ -412,7 +429,7 @@ pub fn curves(runs: &[Run]) -> Curves {
     let mut attack_scores = Vec::new();
     for run in runs {
         let (inst, _, _) = instance_scores(run);
-        for (i, s) in run.instances.iter().zip(inst) {
+        for (i, &s) in run.instances.iter().zip(inst) {
             if i.label != "benign" {
                 attack_scores.push(s);
             }
@@ -488,7 +505,7 @@ mod tests {
                 entities.push(serde_json::json!({"type": "client_ip", "value": ip, "max_harvest": 0.0, "max_relay": score}));
             }
         }
-        Run {
+        let mut run = Run {
             seed: 3,
             instances: std::mem::take(&mut w.instances),
             records: w.recs.len() as u64,
@@ -497,7 +514,10 @@ mod tests {
             key_peak,
             ip_peak,
             detect_seconds: 1.0,
-        }
+            scored: Scored::default(),
+        };
+        score_run(&mut run);
+        run
     }
 
     #[test]

@@ -248,6 +248,7 @@ pub struct Run {
     pub key_peak: std::collections::HashMap<String, u32>,
     pub ip_peak: std::collections::HashMap<String, u32>,
     pub detect_seconds: f64,
+    pub scored: metrics::Scored,
 }
 
 fn run_one(siphon: &Path, dir: &Path, w: &mut World<'_>, seed: u64) -> anyhow::Result<Run> {
@@ -289,6 +290,7 @@ fn run_one(siphon: &Path, dir: &Path, w: &mut World<'_>, seed: u64) -> anyhow::R
         key_peak,
         ip_peak,
         detect_seconds,
+        scored: metrics::Scored::default(),
     })
 }
 
@@ -351,7 +353,8 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
                     &conv,
                 ));
             }
-            let run = run_one(&siphon, &out, &mut w, seed)?;
+            let mut run = run_one(&siphon, &out, &mut w, seed)?;
+            metrics::score_run(&mut run);
             eprintln!(
                 "eval: seed {seed}: {} records scored in {:.1} s ({:.0} records/s)",
                 run.records,
