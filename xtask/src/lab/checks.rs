@@ -43,24 +43,29 @@ pub fn run(out: &Path, report: &RunReport) -> anyhow::Result<Vec<String>> {
     let keys_file = std::fs::read_to_string(out.join("server-keys.txt"))?;
     let server_keys: Vec<&str> = keys_file.lines().collect();
     // key → actor id (the server log has key_id = index in its keys file).
-    let mut key_actor: HashMap<String, &str> = HashMap::new();
+    // LiteLLM's upstream keys belong to every actor behind it.
+    let mut key_actor: HashMap<String, Vec<&str>> = HashMap::new();
     for a in &report.actors {
         for k in &a.keys {
-            key_actor.insert(k.clone(), a.id);
+            key_actor.entry(k.clone()).or_default().push(a.id);
         }
         if a.via == "litellm" {
             for k in &report.keys.relay_upstream {
-                key_actor.insert(k.clone(), a.id);
+                key_actor.entry(k.clone()).or_default().push(a.id);
             }
         }
     }
-    let actor_of = |entry: &Value| -> Option<&str> {
-        let idx = entry["key_id"].as_u64()? as usize;
-        key_actor.get(*server_keys.get(idx)?).copied()
+    let actors_of = |entry: &Value| -> Vec<&str> {
+        entry["key_id"]
+            .as_u64()
+            .and_then(|idx| server_keys.get(idx as usize))
+            .and_then(|k| key_actor.get(*k))
+            .cloned()
+            .unwrap_or_default()
     };
     let mut by_actor: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
     for e in &server {
-        if let Some(a) = actor_of(e) {
+        for a in actors_of(e) {
             by_actor.entry(a).or_default().push(e);
         }
     }
