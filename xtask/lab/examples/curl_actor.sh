@@ -4,13 +4,16 @@
 #
 #   curl_actor.sh chat   a person's pace: short questions, short answers, 2-6 s apart
 #   curl_actor.sh bulk   back to back, long answers (1024-2048 tokens): harvesting
+#   ... --misbehave      also leave a process behind in its own session and hang at the end
+#                        ignoring SIGTERM: the lab must still kill everything (a test of it)
 #
 # One JSON line per request goes to $SIPHON_LAB_LOG (ts_start, ts_end, actor_id, key_index,
 # source_ip, status, stream, max_tokens, response_bytes, ttfb_s, error). The loop ends at
 # $SIPHON_LAB_DURATION seconds or after MAX_REQUESTS requests, whichever comes first.
 set -u
 mode=${1:-chat}
-case "$mode" in chat|bulk) ;; *) echo "usage: $0 chat|bulk" >&2; exit 2 ;; esac
+misbehave=${2:-}
+case "$mode" in chat|bulk) ;; *) echo "usage: $0 chat|bulk [--misbehave]" >&2; exit 2 ;; esac
 : "${SIPHON_LAB_BASE_URL:?}" "${SIPHON_LAB_KEYS:?}" "${SIPHON_LAB_LOG:?}" "${SIPHON_LAB_DURATION:?}"
 IFS=, read -r -a keys <<<"$SIPHON_LAB_KEYS"
 IFS=, read -r -a ips <<<"${SIPHON_LAB_SOURCE_IPS:-}"
@@ -23,6 +26,10 @@ if [ -n "${SIPHON_LAB_CA_FILE:-}" ]; then ca=(--cacert "$SIPHON_LAB_CA_FILE"); f
 now() { date +%s.%N; }
 end=$(( $(date +%s) + SIPHON_LAB_DURATION ))
 trap 'exit 0' TERM INT
+if [ "$misbehave" = --misbehave ]; then
+  trap '' TERM                                   # inherited: its children ignore it too
+  setsid sleep 3600 </dev/null >/dev/null 2>&1 &  # out of its process group, in its namespace
+fi
 
 questions=("What is the capital of Portugal?" "How do I reverse a list in Python?"
   "Suggest a name for a grey cat." "Is 221 a prime number?" "Translate 'good morning' to Italian.")
@@ -60,4 +67,5 @@ while [ "$n" -lt "$MAX_REQUESTS" ] && [ "$(date +%s)" -lt "$end" ]; do
   if [ "$mode" = chat ]; then sleep "$(( 2 + RANDOM % 5 ))"; fi
 done
 echo "curl_actor.sh $mode: $ok of $n requests ok" >&2
+if [ "$misbehave" = --misbehave ]; then sleep 3600; fi  # hangs past its duration
 [ "$ok" -gt 0 ]

@@ -164,8 +164,9 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         }
         lab.procs.stop_matching("", Duration::from_secs(8));
         lab.topo.teardown();
-        r
+        (r, outside::survivors(&out, &lab.planned))
     };
+    let (result, survivors) = result;
     let left = topology::namespaces_with_prefix(&prefix);
     println!(
         "lab: stopped after {:.0} s; outputs in {}",
@@ -175,6 +176,9 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     let report = result?;
     if !left.is_empty() {
         bail!("namespaces left behind: {left:?}");
+    }
+    if !survivors.is_empty() {
+        bail!("outside actors' processes left behind: {survivors:?}");
     }
     if args.check {
         let mut failures = checks::run(&out, &report)?;

@@ -302,6 +302,46 @@ pub fn kill_leftovers(topo: &Topology, actors: &[Actor]) -> Vec<String> {
     killed
 }
 
+/// Processes of outside actors still alive anywhere (found by the `SIPHON_LAB_LOG` in their
+/// environment, unique to this run's output directory): after teardown there must be none.
+pub fn survivors(out: &Path, actors: &[Actor]) -> Vec<String> {
+    let marks: Vec<(String, &str)> = actors
+        .iter()
+        .filter(|a| a.program.is_some())
+        .map(|a| {
+            (
+                format!("SIPHON_LAB_LOG={}", a.log_path(out).display()),
+                a.id,
+            )
+        })
+        .collect();
+    if marks.is_empty() {
+        return Vec::new();
+    }
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        for var in env.split(|b| *b == 0) {
+            if let Some((_, id)) = marks.iter().find(|(m, _)| m.as_bytes() == var) {
+                found.push(format!("{id} (pid {pid})"));
+            }
+        }
+    }
+    found
+}
+
 /// The labels of outside actors reach the ground truth, the summary and the verdict table.
 pub fn checks(out: &Path, actors: &[Actor], verdicts: &[(String, String)]) -> Vec<String> {
     let read = |f: &str| -> serde_json::Value {
