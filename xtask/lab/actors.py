@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--max-tokens", type=int, help="harvesting kinds: largest max_tokens (default 2048)")
     k.add_argument("--trace-fraction", type=float,
                    help="probability a trace row becomes an arrival (human 0.003 sessions, app 0.05 requests)")
+    k.add_argument("--user-order", choices=("weighted", "round-robin"), default="weighted",
+                   help="human: which key a new session gets: weighted (1/sqrt(rank): regulars and "
+                        "occasional users) or round-robin (each key once before any twice)")
     k.add_argument("--max-turns", type=int, default=8, help="human: turns per session, at most")
     k.add_argument("--think-median", type=float, default=20.0, help="human: median think time, seconds")
     k.add_argument("--think-sigma", type=float, default=1.0, help="human: lognormal sigma of think time")

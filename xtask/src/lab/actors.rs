@@ -255,21 +255,36 @@ pub fn plan(scenario: Scenario, keys: &Keys, duration: u64) -> Vec<Actor> {
     let mut v = vec![
         benign("human", "human", "humans", &keys.humans, &[]),
         benign("app", "app", "apps", &keys.apps, &[]),
-        // People chatting (the conversation trace), ~1 new conversation a second over 150 keys
-        // on 60 addresses, and an office: 40 keys behind one NAT address.
+        // People chatting (the conversation trace), ~1.4 new conversations a second over 150
+        // keys on 60 addresses, and an office: 40 keys behind one NAT address. Each person
+        // comes about once in a run (25 minutes of the world at 10x).
         benign(
             "people",
             "human",
             "people",
             &keys.people,
-            &["--trace-fraction", "0.018", "--concurrency", "16"],
+            &[
+                "--trace-fraction",
+                "0.025",
+                "--concurrency",
+                "16",
+                "--user-order",
+                "round-robin",
+            ],
         ),
         benign(
             "office",
             "human",
             "office",
             &keys.office,
-            &["--trace-fraction", "0.006", "--concurrency", "6"],
+            &[
+                "--trace-fraction",
+                "0.008",
+                "--concurrency",
+                "6",
+                "--user-order",
+                "round-robin",
+            ],
         ),
         benign("batch", "batch", "batch", &keys.batch, &[]),
         benign("backend", "backend", "backend", &keys.backend, &[]),

@@ -10,6 +10,10 @@ use serde_json::Value;
 
 use super::{view::read_jsonl, RunReport, RATE_LIMIT_RPM};
 
+/// The benign population's breadth a default lab run must reach (keys, client addresses).
+const POPULATION_KEYS: usize = 200;
+const POPULATION_IPS: usize = 64;
+
 /// Sum of a Prometheus metric's samples whose labels include all of `labels`.
 pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
@@ -240,6 +244,23 @@ pub fn run(out: &Path, report: &RunReport) -> anyhow::Result<Vec<String>> {
         }
         if a.label == "benign" && entries.iter().any(|e| e["status"] == 429) {
             fail.push(format!("{}: a benign actor hit the rate limit", a.id));
+        }
+    }
+    // The benign population (whenever it runs): at least 200 keys from 64 addresses at the server.
+    if report.actors.iter().any(|a| a.id == "people") {
+        let (mut keys, mut ips) = (HashSet::new(), HashSet::new());
+        for a in report.actors.iter().filter(|a| a.label == "benign") {
+            for e in by_actor.get(a.id).into_iter().flatten() {
+                keys.insert(e["key_id"].to_string());
+                ips.insert(xff(e));
+            }
+        }
+        if keys.len() < POPULATION_KEYS || ips.len() < POPULATION_IPS {
+            fail.push(format!(
+                "benign population: {} keys from {} addresses reached the server, expected >= {POPULATION_KEYS} from >= {POPULATION_IPS}",
+                keys.len(),
+                ips.len()
+            ));
         }
     }
     // Request rate per key: a harvester key pulls far faster than a human's.
