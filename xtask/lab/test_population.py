@@ -50,10 +50,10 @@ class PopulationTests(unittest.TestCase):
         return 60.0 * (len(ts) - 1) / max(1e-6, ts[-1] - ts[0])
 
     def test_batch_long_inputs_short_outputs_under_its_limit(self):
-        lines = self.run_kind("batch", "t-batch", "--duration", "12", "--max-requests", "14",
+        lines = self.run_kind("batch", "t-batch", "--duration", "8", "--max-requests", "10",
                               "--rate-per-key", "100", keys=KEYS[:1])
         ok = ok_lines(lines)
-        self.assertGreaterEqual(len(ok), 12)
+        self.assertGreaterEqual(len(ok), 9)
         self.assertEqual({ln["key_index"] for ln in lines}, {0})
         self.assertFalse(any(ln["stream"] for ln in lines))
         self.assertTrue(all(ln["prompt_chars"] > 3000 for ln in lines))  # >= 800 words
@@ -63,11 +63,11 @@ class PopulationTests(unittest.TestCase):
         self.assertGreater(self.rpm(lines), 60)
 
     def test_backend_many_users_one_key(self):
-        lines = self.run_kind("backend", "t-backend", "--duration", "12", "--max-requests", "20",
-                              "--rate-per-key", "100", "--concurrency", "8", keys=KEYS[:1])
-        self.assertGreaterEqual(len(ok_lines(lines)), 10)
+        lines = self.run_kind("backend", "t-backend", "--duration", "10", "--max-requests", "16",
+                              "--rate-per-key", "60", "--concurrency", "8", keys=KEYS[:1])
+        self.assertGreaterEqual(len(ok_lines(lines)), 5)
         self.assertEqual({ln["key_index"] for ln in lines}, {0})
-        self.assertGreaterEqual(len({ln["user"] for ln in lines}), 10)  # many users
+        self.assertEqual(len({ln["user"] for ln in lines}), len(lines))  # each request a user's
         self.assertGreater(sum(ln["stream"] for ln in lines) / len(lines), 0.5)
         mts = sorted(ln["max_tokens"] for ln in lines)
         self.assertTrue(100 <= mts[len(mts) // 2] <= 600, mts)  # moderate outputs
@@ -76,14 +76,14 @@ class PopulationTests(unittest.TestCase):
         gaps = [b - a for a, b in zip(ts, ts[1:])]
         mean = sum(gaps) / len(gaps)
         sd = (sum((g - mean) ** 2 for g in gaps) / len(gaps)) ** 0.5
-        self.assertGreater(sd / mean, 0.3)
+        self.assertGreater(sd / mean, 0.25)
 
     def test_ci_idle_then_fixed_suite_burst(self):
-        args = ("--duration", "20", "--suite-size", "12", "--start-after", "30", "--time-scale", "10",
+        args = ("--duration", "12", "--suite-size", "8", "--start-after", "20", "--time-scale", "10",
                 "--rate-per-key", "110")
         lines = self.run_kind("ci", "t-ci", *args, keys=KEYS[:1])
-        self.assertEqual(len(ok_lines(lines)), 12)  # the whole suite, then idle
-        self.assertEqual(sorted(ln["item"] for ln in lines), list(range(12)))
+        self.assertEqual(len(ok_lines(lines)), 8)  # the whole suite, then idle
+        self.assertEqual(sorted(ln["item"] for ln in lines), list(range(8)))
         first = min(ln["ts_start"] for ln in lines)
         again = self.run_kind("ci", "t-ci2", *args, "--seed", "99", keys=KEYS[:1])
         # fixed prompts: the same suite whatever the seed
@@ -94,7 +94,7 @@ class PopulationTests(unittest.TestCase):
         self.assertGreater(first, 0)
 
     def test_agent_context_grows_think_is_short(self):
-        lines = self.run_kind("agent", "t-agent", "--duration", "12", "--max-requests", "24",
+        lines = self.run_kind("agent", "t-agent", "--duration", "9", "--max-requests", "20",
                               "--time-scale", "10", keys=KEYS[:2])
         ok = ok_lines(lines)
         self.assertGreaterEqual(len(ok), 10)
