@@ -7,6 +7,9 @@
 //!  users ── relay1 (LiteLLM) ────┼── bridge ── ingress ──┤   keys, rate limit, request log)
 //!  far ──(netem 120ms)── relay2 (SOCKS5) ─┘   (haproxy: TLS, X-Forwarded-For)
 //! ```
+//!
+//! Plus the benign population's nodes (`actors::nodes`) and one node per outside actor
+//! (`--actors`, `outside.rs`).
 
 mod actors;
 mod checks;
