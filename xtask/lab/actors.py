@@ -19,6 +19,15 @@ KIND is one of
               http), each modest, the sum large, long outputs (openai SDK)
   far-client  moderate harvesting through a SOCKS5 relay (--proxy
               socks5h://relay:1080), curl
+  batch       benign batch summarisation: long inputs, short outputs, one key,
+              at its client-side limit (--rate-per-key), non-streaming
+  backend     benign application backend: many end users through one key
+              (--rate-per-key arrivals, --concurrency in flight), streamed
+  ci          benign CI evaluation suite: idle (--start-after), a burst of
+              --suite-size fixed prompts at --rate-per-key, then idle
+  agent       benign agent loops (one per key): growing context, short to
+              medium outputs, tool time 2-20 s / --time-scale
+  (see actorlib/population.py for the benign heavy users)
 
 The log (--log) gets one JSON line per HTTP request, flushed per line.  The
 run ends at --duration or --max-requests, whichever comes first (requests in
@@ -49,10 +58,11 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from actorlib import clients, kinds  # noqa: E402
+from actorlib import clients, kinds, population  # noqa: E402
 from actorlib.runtime import Runtime  # noqa: E402
 
-KINDS = tuple(kinds.RUNNERS)
+RUNNERS = {**kinds.RUNNERS, **population.RUNNERS}
+KINDS = tuple(RUNNERS)
 LEVELS = ("h1", "h2", "h3")
 
 TRACE_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "llm-traces"
@@ -69,6 +79,14 @@ DEFAULTS = {
     "relay-user": dict(client="openai-python", concurrency=8, stream_prob=0.5, rate_per_key=4.0,
                        min_tokens=768),
     "far-client": dict(client="curl", concurrency=2, stream_prob=0.3, gap_median=2.0, min_tokens=512),
+    "batch": dict(client="openai-python", concurrency=4, stream_prob=0.0, rate_per_key=90.0, min_tokens=64,
+                  max_tokens=256),
+    "backend": dict(client="openai-python", concurrency=16, stream_prob=0.8, rate_per_key=50.0,
+                    min_tokens=40, max_tokens=900),
+    "ci": dict(client="requests", concurrency=4, stream_prob=0.0, rate_per_key=100.0, min_tokens=4,
+               max_tokens=256, suite_size=120, start_after=150.0),
+    "agent": dict(client="openai-python", concurrency=1, stream_prob=0.3, rate_per_key=60.0, min_tokens=30,
+                  max_tokens=700),
 }
 COMMON_DEFAULTS = dict(min_tokens=1024, max_tokens=2048, gap_median=3.0, pause_prob=0.0,
                        rate_per_key=20.0, trace_fraction=0.05)
@@ -111,12 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--max-tokens", type=int, help="harvesting kinds: largest max_tokens (default 2048)")
     k.add_argument("--trace-fraction", type=float,
                    help="probability a trace row becomes an arrival (human 0.003 sessions, app 0.05 requests)")
+    k.add_argument("--user-order", choices=("weighted", "round-robin"), default="weighted",
+                   help="human: which key a new session gets: weighted (1/sqrt(rank): regulars and "
+                        "occasional users) or round-robin (each key once before any twice)")
     k.add_argument("--max-turns", type=int, default=8, help="human: turns per session, at most")
     k.add_argument("--think-median", type=float, default=20.0, help="human: median think time, seconds")
     k.add_argument("--think-sigma", type=float, default=1.0, help="human: lognormal sigma of think time")
     k.add_argument("--max-prompt-words", type=int, default=2000, help="human/app: prompt size cap, words")
     k.add_argument("--gap-median", type=float, help="h2/far-client: median gap between requests, seconds")
     k.add_argument("--pause-prob", type=float, help="h2: probability of a 20-120 s pause after a request")
+    k.add_argument("--suite-size", type=int, help="ci: prompts in the evaluation suite (default 120)")
+    k.add_argument("--start-after", type=float,
+                   help="ci: idle seconds in the world before the suite runs (default 150; / --time-scale)")
     k.add_argument("--request-timeout", type=float, default=300.0, help="per-request timeout, seconds")
     k.add_argument("--drain-seconds", type=float, default=5.0,
                    help="grace for requests in flight at --duration (SIGTERM: 1 s)")
@@ -170,6 +194,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("need 1 <= --min-tokens <= --max-tokens")
     if a.max_turns < 1 or a.max_prompt_words < 10 or a.think_median <= 0 or a.gap_median <= 0:
         p.error("--max-turns >= 1, --max-prompt-words >= 10, --think-median > 0, --gap-median > 0")
+    if a.kind == "ci" and (a.suite_size < 1 or a.start_after < 0):
+        p.error("--suite-size >= 1 and --start-after >= 0")
     if a.request_timeout <= 0 or a.drain_seconds < 0:
         p.error("--request-timeout > 0 and --drain-seconds >= 0")
     if a.ca_file and not os.path.isfile(a.ca_file):
@@ -215,7 +241,7 @@ def main(argv=None) -> int:
                     # same seed + same actor => same run; different actors never share a prompt stream
                     rng=random.Random(f"{a.seed}:{a.kind}:{a.level}:{a.actor_id}"))
     try:
-        kinds.RUNNERS[a.kind](ctx)
+        RUNNERS[a.kind](ctx)
     except (OSError, ValueError) as e:
         print(f"actors.py: {e}", file=sys.stderr)
         rt.log.close()

@@ -26,7 +26,11 @@ pub fn build_agent_release(bin: &str) -> anyhow::Result<PathBuf> {
             .current_dir(&root)
             .args(["build", "--release", "-p", "agent", "--bin", bin]),
     )?;
-    Ok(root.join("target/release").join(bin))
+    // Where cargo put it: CARGO_TARGET_DIR (relative to the workspace) if set.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|d| root.join(d))
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target.join("release").join(bin))
 }
 
 pub fn describe(cmd: &Command) -> String {

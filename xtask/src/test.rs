@@ -64,6 +64,7 @@ pub fn test(args: &TestArgs) -> anyhow::Result<()> {
             "-q",
             "test_inference_server",
             "test_actors",
+            "test_population",
         ]))?;
 
     let mut t = cargo();
@@ -88,6 +89,10 @@ pub fn test(args: &TestArgs) -> anyhow::Result<()> {
             out: "target/lab-ci".into(),
             check: true,
             view_every: 0,
+            // Outside actors (shell + curl) run with the built-in ones: their labels must reach
+            // the ground truth, the summary and the verdict table.
+            actors: Some(root.join("xtask/lab/examples/actors.example.toml")),
+            no_builtin: false,
         })?;
     }
     // The population evaluation, small: the report's structure, from real detector output.

@@ -101,6 +101,9 @@ def run_human(ctx: Ctx) -> None:
     weights = [1.0 / math.sqrt(i + 1) for i in range(len(ctx.keys))]
     user_order = list(range(len(ctx.keys)))
     rng.shuffle(user_order)
+    # round-robin: a population where every person chats about once in the run (each comes
+    # once before anyone comes twice), instead of a few regulars
+    turns = itertools.cycle(user_order) if a.user_order == "round-robin" else None
 
     def dispatcher():
         t0 = time.monotonic()
@@ -114,7 +117,7 @@ def run_human(ctx: Ctx) -> None:
             if not slots.acquire(blocking=False):
                 rt.note("sessions_dropped")  # every seat taken: this user does not show up
                 continue
-            ki = user_order[rng.choices(range(len(ctx.keys)), weights)[0]]
+            ki = next(turns) if turns else user_order[rng.choices(range(len(ctx.keys)), weights)[0]]
             rt.spawn(session, sid, ki, [row] + following, ctx.child_rng(), name=f"session-{sid}")
 
     def session(sid: int, ki: int, rows_: list[trace.Row], srng: random.Random):

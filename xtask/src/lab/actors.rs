@@ -6,13 +6,70 @@ use std::{path::Path, process::Command};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::{topology::Topology, Scenario, INGRESS_PORT, LITELLM_PORT, SOCKS_PORT};
+use super::{
+    outside,
+    topology::{Node, Topology, SUBNET},
+    Scenario, INGRESS_PORT, LITELLM_PORT, SOCKS_PORT,
+};
+
+/// The lab's time compression, the same for every actor: waits taken from the world (think
+/// times, trace inter-arrivals, agents' tool time, idle periods) are divided by it. Rates set
+/// per key (client-side limiters under the server's per-key quota) and the server's token rate
+/// are lab time. 10x: compressing more would give one person a harvester's request rate, and
+/// push an app's key over the server's per-key limit.
+pub const TIME_SCALE: &str = "10";
+
+/// The lab's nodes (built-in actors and infrastructure). Outside actors get theirs from
+/// `outside::nodes`, above these addresses.
+pub fn nodes(prefix: &str) -> Vec<Node> {
+    let n = |role: &'static str, last: &[u32], delay_ms: u32, jitter_ms: u32| Node {
+        role,
+        ns: format!("{prefix}{role}"),
+        ips: last.iter().map(|l| format!("{SUBNET}.{l}")).collect(),
+        delay_ms,
+        jitter_ms,
+    };
+    let hydra: Vec<u32> = (20..36).collect();
+    // People at home: 60 addresses (households, mobile carriers), some shared by several keys.
+    let people: Vec<u32> = (40..100).collect();
+    vec![
+        n("server", &[2], 0, 0),
+        n("ingress", &[3], 0, 0),
+        n("relay1", &[4], 0, 0),
+        n("relay2", &[5], 0, 0),
+        // Client RTTs from ~5 ms to ~250 ms (the delay applies in each direction).
+        n("humans", &[10], 15, 5),
+        n("apps", &[11], 2, 1),
+        n("h1", &[12], 5, 1),
+        n("h2", &[13], 20, 5),
+        n("h3", &hydra, 30, 8),
+        n("users", &[14], 10, 3),
+        n("far", &[15], 120, 5),
+        // The benign population (see `plan`): jobs in the same data centre have no delay line.
+        n("people", &people, 12, 4),
+        n("office", &[36], 8, 2),
+        n("agents", &[16, 17], 6, 2),
+        n("batch", &[37], 0, 0),
+        n("backend", &[38], 0, 0),
+        n("ci", &[39], 0, 0),
+    ]
+}
 
 /// Every key of the lab, by owner. Keys are made up here, never printed; the ground truth holds
 /// their keyed hashes.
 pub struct Keys {
     pub humans: Vec<String>,
     pub apps: Vec<String>,
+    /// The benign population: people at home, an office behind one NAT address, a batch job,
+    /// an application backend, a CI job, agent loops.
+    pub people: Vec<String>,
+    pub office: Vec<String>,
+    pub batch: Vec<String>,
+    pub backend: Vec<String>,
+    pub ci: Vec<String>,
+    pub agents: Vec<String>,
+    /// Outside actors' keys the server accepts (`--actors`).
+    pub outside: Vec<String>,
     pub h1: Vec<String>,
     pub h2: Vec<String>,
     pub h3: Vec<String>,
@@ -23,7 +80,7 @@ pub struct Keys {
     pub relay_users: Vec<String>,
 }
 
-fn keys(prefix: &str, n: usize) -> Vec<String> {
+pub fn make_keys(prefix: &str, n: usize) -> Vec<String> {
     (0..n)
         .map(|i| {
             format!(
@@ -36,9 +93,17 @@ fn keys(prefix: &str, n: usize) -> Vec<String> {
 
 impl Keys {
     pub fn new() -> Keys {
+        let keys = make_keys;
         Keys {
             humans: keys("human", 6),
             apps: keys("app", 2),
+            people: keys("people", 150),
+            office: keys("office", 40),
+            batch: keys("batch", 1),
+            backend: keys("backend", 1),
+            ci: keys("ci", 1),
+            agents: keys("agent", 3),
+            outside: Vec::new(),
             h1: keys("h1", 1),
             h2: keys("h2", 2),
             h3: keys("h3", 16),
@@ -53,6 +118,13 @@ impl Keys {
         [
             &self.humans,
             &self.apps,
+            &self.people,
+            &self.office,
+            &self.batch,
+            &self.backend,
+            &self.ci,
+            &self.agents,
+            &self.outside,
             &self.h1,
             &self.h2,
             &self.h3,
@@ -92,6 +164,8 @@ pub struct Actor {
     pub keys: Vec<String>,
     pub duration: u64,
     pub extra: Vec<String>,
+    /// An outside actor's program (`--actors`); built-in actors run `actors.py`.
+    pub program: Option<outside::Program>,
 }
 
 impl Actor {
@@ -116,6 +190,9 @@ impl Actor {
     }
 
     pub fn command(&self, topo: &Topology, lab_dir: &Path, out: &Path) -> Command {
+        if let Some(p) = &self.program {
+            return outside::command(self, p, topo, out);
+        }
         let mut c = topo.command(self.node, "python3");
         c.arg(lab_dir.join("actors.py")).arg(self.kind);
         if let Some(level) = self.level {
@@ -134,6 +211,8 @@ impl Actor {
             &self.keys.join(","),
         ])
         .args([
+            "--time-scale",
+            TIME_SCALE,
             "--duration",
             &self.duration.to_string(),
             "--seed",
@@ -146,18 +225,19 @@ impl Actor {
         if self.via == "socks" {
             c.args(["--proxy", &format!("socks5h://relay2.lab:{SOCKS_PORT}")]);
         }
-        if self.node == "h3" {
-            c.args(["--source-ips", &topo.node("h3").ips.join(",")]);
+        let ips = &topo.node(self.node).ips;
+        if ips.len() > 1 {
+            c.args(["--source-ips", &ips.join(",")]);
         }
         c.args(&self.extra);
         c
     }
 }
 
-/// The actors of a scenario. Trace-driven actors run faster than the trace so a few minutes show
-/// their shape: 10x (compressing more would give one person a harvester's request rate, and
-/// push an app's key over the server's per-key limit).
-pub fn plan(scenario: Scenario, keys: &Keys, _topo: &Topology, duration: u64) -> Vec<Actor> {
+/// The actors of a scenario. Every `actors.py` actor runs with `--time-scale` [`TIME_SCALE`].
+/// Benign: the original humans and apps, and a population of 200-odd keys from 64 addresses
+/// (people, an office, a batch job, an app backend, a CI job, agent loops).
+pub fn plan(scenario: Scenario, keys: &Keys, duration: u64) -> Vec<Actor> {
     let a = |id, kind, level, label, node, via, keys: &Vec<String>, extra: &[&str]| Actor {
         id,
         kind,
@@ -168,28 +248,48 @@ pub fn plan(scenario: Scenario, keys: &Keys, _topo: &Topology, duration: u64) ->
         keys: keys.clone(),
         duration,
         extra: extra.iter().map(|s| s.to_string()).collect(),
+        program: None,
     };
+    let benign =
+        |id, kind, node, keys, extra| a(id, kind, None, "benign", node, "ingress", keys, extra);
     let mut v = vec![
-        a(
+        benign("human", "human", "humans", &keys.humans, &[]),
+        benign("app", "app", "apps", &keys.apps, &[]),
+        // People chatting (the conversation trace), ~1.4 new conversations a second over 150
+        // keys on 60 addresses, and an office: 40 keys behind one NAT address. Each person
+        // comes about once in a run (25 minutes of the world at 10x).
+        benign(
+            "people",
             "human",
+            "people",
+            &keys.people,
+            &[
+                "--trace-fraction",
+                "0.025",
+                "--concurrency",
+                "16",
+                "--user-order",
+                "round-robin",
+            ],
+        ),
+        benign(
+            "office",
             "human",
-            None,
-            "benign",
-            "humans",
-            "ingress",
-            &keys.humans,
-            &["--time-scale", "10"],
+            "office",
+            &keys.office,
+            &[
+                "--trace-fraction",
+                "0.008",
+                "--concurrency",
+                "6",
+                "--user-order",
+                "round-robin",
+            ],
         ),
-        a(
-            "app",
-            "app",
-            None,
-            "benign",
-            "apps",
-            "ingress",
-            &keys.apps,
-            &["--time-scale", "10"],
-        ),
+        benign("batch", "batch", "batch", &keys.batch, &[]),
+        benign("backend", "backend", "backend", &keys.backend, &[]),
+        benign("ci", "ci", "ci", &keys.ci, &[]),
+        benign("agents", "agent", "agents", &keys.agents, &[]),
     ];
     if matches!(scenario, Scenario::All | Scenario::Harvest) {
         v.push(a(
@@ -210,7 +310,7 @@ pub fn plan(scenario: Scenario, keys: &Keys, _topo: &Topology, duration: u64) ->
             "h2",
             "ingress",
             &keys.h2,
-            &["--time-scale", "10"],
+            &[],
         ));
         v.push(a(
             "h3",
@@ -234,6 +334,7 @@ pub fn plan(scenario: Scenario, keys: &Keys, _topo: &Topology, duration: u64) ->
             &keys.relay_users,
             &[],
         ));
+        // 20 s between requests in the world, 2 s in the lab.
         v.push(a(
             "r2",
             "far-client",
@@ -242,7 +343,7 @@ pub fn plan(scenario: Scenario, keys: &Keys, _topo: &Topology, duration: u64) ->
             "far",
             "socks",
             &keys.far,
-            &[],
+            &["--gap-median", "20"],
         ));
     }
     v

@@ -10,6 +10,10 @@ use serde_json::Value;
 
 use super::{view::read_jsonl, RunReport, RATE_LIMIT_RPM};
 
+/// The benign population's breadth a default lab run must reach (keys, client addresses).
+const POPULATION_KEYS: usize = 200;
+const POPULATION_IPS: usize = 64;
+
 /// Sum of a Prometheus metric's samples whose labels include all of `labels`.
 pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
@@ -43,24 +47,29 @@ pub fn run(out: &Path, report: &RunReport) -> anyhow::Result<Vec<String>> {
     let keys_file = std::fs::read_to_string(out.join("server-keys.txt"))?;
     let server_keys: Vec<&str> = keys_file.lines().collect();
     // key → actor id (the server log has key_id = index in its keys file).
-    let mut key_actor: HashMap<String, &str> = HashMap::new();
+    // LiteLLM's upstream keys belong to every actor behind it.
+    let mut key_actor: HashMap<String, Vec<&str>> = HashMap::new();
     for a in &report.actors {
         for k in &a.keys {
-            key_actor.insert(k.clone(), a.id);
+            key_actor.entry(k.clone()).or_default().push(a.id);
         }
         if a.via == "litellm" {
             for k in &report.keys.relay_upstream {
-                key_actor.insert(k.clone(), a.id);
+                key_actor.entry(k.clone()).or_default().push(a.id);
             }
         }
     }
-    let actor_of = |entry: &Value| -> Option<&str> {
-        let idx = entry["key_id"].as_u64()? as usize;
-        key_actor.get(*server_keys.get(idx)?).copied()
+    let actors_of = |entry: &Value| -> Vec<&str> {
+        entry["key_id"]
+            .as_u64()
+            .and_then(|idx| server_keys.get(idx as usize))
+            .and_then(|k| key_actor.get(*k))
+            .cloned()
+            .unwrap_or_default()
     };
     let mut by_actor: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
     for e in &server {
-        if let Some(a) = actor_of(e) {
+        for a in actors_of(e) {
             by_actor.entry(a).or_default().push(e);
         }
     }
@@ -235,6 +244,23 @@ pub fn run(out: &Path, report: &RunReport) -> anyhow::Result<Vec<String>> {
         }
         if a.label == "benign" && entries.iter().any(|e| e["status"] == 429) {
             fail.push(format!("{}: a benign actor hit the rate limit", a.id));
+        }
+    }
+    // The benign population (whenever it runs): at least 200 keys from 64 addresses at the server.
+    if report.actors.iter().any(|a| a.id == "people") {
+        let (mut keys, mut ips) = (HashSet::new(), HashSet::new());
+        for a in report.actors.iter().filter(|a| a.label == "benign") {
+            for e in by_actor.get(a.id).into_iter().flatten() {
+                keys.insert(e["key_id"].to_string());
+                ips.insert(xff(e));
+            }
+        }
+        if keys.len() < POPULATION_KEYS || ips.len() < POPULATION_IPS {
+            fail.push(format!(
+                "benign population: {} keys from {} addresses reached the server, expected >= {POPULATION_KEYS} from >= {POPULATION_IPS}",
+                keys.len(),
+                ips.len()
+            ));
         }
     }
     // Request rate per key: a harvester key pulls far faster than a human's.

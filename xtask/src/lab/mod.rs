@@ -7,13 +7,18 @@
 //!  users ── relay1 (LiteLLM) ────┼── bridge ── ingress ──┤   keys, rate limit, request log)
 //!  far ──(netem 120ms)── relay2 (SOCKS5) ─┘   (haproxy: TLS, X-Forwarded-For)
 //! ```
+//!
+//! Plus the benign population's nodes (`actors::nodes`) and one node per outside actor
+//! (`--actors`, `outside.rs`).
 
 mod actors;
 mod checks;
 mod configs;
 mod delayline;
+mod outside;
 mod procs;
 mod topology;
+mod truth;
 mod verdict;
 mod view;
 
@@ -34,7 +39,7 @@ use clap::{Args, ValueEnum};
 
 use crate::{cmd, test::workspace_root};
 use procs::Procs;
-use topology::{Node, Topology, SUBNET};
+use topology::{Topology, SUBNET};
 
 #[derive(Args, Clone, Debug)]
 pub struct LabArgs {
@@ -54,13 +59,20 @@ pub struct LabArgs {
     /// Seconds between live-view refreshes (0: none).
     #[arg(long, default_value_t = 10)]
     pub view_every: u64,
+    /// Actors written outside the project, from a TOML file (format: README, "The lab"); they
+    /// run with the scenario's actors unless --no-builtin.
+    #[arg(long)]
+    pub actors: Option<PathBuf>,
+    /// Run only the actors of --actors (the cluster, relays and Siphon as usual).
+    #[arg(long, requires = "actors")]
+    pub no_builtin: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scenario {
     /// Every actor.
     All,
-    /// Benign humans and apps only.
+    /// The benign actors only (humans, apps and the benign population).
     Benign,
     /// Benign plus the harvesters H1-H3.
     Harvest,
@@ -96,31 +108,6 @@ const SIPHON_PORT: u16 = 9947;
 pub const RATE_LIMIT_RPM: u32 = 120;
 pub const LITELLM_VENV: &str = "/opt/siphon-lab/litellm-venv";
 
-fn nodes(prefix: &str) -> Vec<Node> {
-    let n = |role: &'static str, last: &[u32], delay_ms: u32, jitter_ms: u32| Node {
-        role,
-        ns: format!("{prefix}{role}"),
-        ips: last.iter().map(|l| format!("{SUBNET}.{l}")).collect(),
-        delay_ms,
-        jitter_ms,
-    };
-    let hydra: Vec<u32> = (20..36).collect();
-    vec![
-        n("server", &[2], 0, 0),
-        n("ingress", &[3], 0, 0),
-        n("relay1", &[4], 0, 0),
-        n("relay2", &[5], 0, 0),
-        // Client RTTs from ~5 ms to ~250 ms (the delay applies in each direction).
-        n("humans", &[10], 15, 5),
-        n("apps", &[11], 2, 1),
-        n("h1", &[12], 5, 1),
-        n("h2", &[13], 20, 5),
-        n("h3", &hydra, 30, 8),
-        n("users", &[14], 10, 3),
-        n("far", &[15], 120, 5),
-    ]
-}
-
 pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     cmd::require_root("the lab creates network namespaces")?;
     let root = workspace_root();
@@ -143,11 +130,29 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     }
 
     let prefix = format!("sxl{}-", std::process::id() % 100_000);
+    let builtin = actors::nodes(&prefix);
+    let outside = match &args.actors {
+        Some(file) => {
+            let file = if file.is_absolute() {
+                file.clone()
+            } else {
+                std::env::current_dir()?.join(file)
+            };
+            let mut reserved: Vec<&str> = builtin.iter().map(|n| n.role).collect();
+            reserved.extend(["human", "app", "r1", "r2"]);
+            outside::load(&file, &reserved)?
+        }
+        None => outside::Outside::default(),
+    };
+    let mut all_nodes = builtin;
+    all_nodes.extend(outside::nodes(&prefix, &outside.specs)?);
     let started = Instant::now();
     let result = {
         let mut lab = Lab {
-            topo: Topology::build(&prefix, nodes(&prefix))?,
+            topo: Topology::build(&prefix, all_nodes)?,
+            outside,
             procs: Procs::new(),
+            planned: Vec::new(),
             out: out.clone(),
             root: root.clone(),
             siphon,
@@ -155,10 +160,18 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         let r = lab.run(args, &stop);
         // Stop everything (actors first, then relays, ingress, Siphon, server), then the network.
         lab.procs.stop_matching("actor-", Duration::from_secs(5));
+        let leftovers = outside::kill_leftovers(&lab.topo, &lab.planned);
+        if !leftovers.is_empty() {
+            println!(
+                "lab: killed processes outside actors left behind: {}",
+                leftovers.join(", ")
+            );
+        }
         lab.procs.stop_matching("", Duration::from_secs(8));
         lab.topo.teardown();
-        r
+        (r, outside::survivors(&out, &lab.planned))
     };
+    let (result, survivors) = result;
     let left = topology::namespaces_with_prefix(&prefix);
     println!(
         "lab: stopped after {:.0} s; outputs in {}",
@@ -169,9 +182,13 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     if !left.is_empty() {
         bail!("namespaces left behind: {left:?}");
     }
+    if !survivors.is_empty() {
+        bail!("outside actors' processes left behind: {survivors:?}");
+    }
     if args.check {
         let mut failures = checks::run(&out, &report)?;
         failures.extend(report.detection_failures.iter().cloned());
+        failures.extend(outside::checks(&out, &report.actors, &report.verdicts));
         failures.extend(verdict::live_matches_offline(
             &cmd::build_agent_release("siphon")?,
             &out,
@@ -189,6 +206,9 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
 
 struct Lab {
     topo: Topology,
+    outside: outside::Outside,
+    /// The actors started (for teardown).
+    planned: Vec<actors::Actor>,
     procs: Procs,
     out: PathBuf,
     root: PathBuf,
@@ -200,6 +220,8 @@ pub struct RunReport {
     pub actors: Vec<actors::Actor>,
     /// Detection targets missed (see `verdict::failures`).
     pub detection_failures: Vec<String>,
+    /// Every actor in the verdict table: (id, label).
+    pub verdicts: Vec<(String, String)>,
     pub server_metrics: String,
     pub ingress_metrics: String,
     pub keys: actors::Keys,
@@ -211,7 +233,8 @@ impl Lab {
     }
 
     fn run(&mut self, args: &LabArgs, stop: &AtomicBool) -> anyhow::Result<RunReport> {
-        let keys = actors::Keys::new();
+        let mut keys = actors::Keys::new();
+        keys.outside = outside::server_keys(&self.outside);
         configs::certificates(&self.out)?;
         std::fs::write(
             self.out.join("server-keys.txt"),
@@ -324,7 +347,14 @@ impl Lab {
             stop,
         )?;
 
-        let relay = matches!(args.scenario, Scenario::All | Scenario::Relay);
+        let mut actors = if args.no_builtin {
+            Vec::new()
+        } else {
+            actors::plan(args.scenario, &keys, args.duration)
+        };
+        actors.extend(outside::plan(&self.outside, args.duration));
+        // The relays run when an actor goes through them.
+        let relay = actors.iter().any(|a| a.via != "ingress");
         if relay {
             let cfg = configs::dante(&self.out, self.topo.node("relay2").ip(), SOCKS_PORT)?;
             let mut danted = self.topo.command("relay2", "danted");
@@ -350,8 +380,8 @@ impl Lab {
             })?;
         }
 
-        let actors = actors::plan(args.scenario, &keys, &self.topo, args.duration);
-        truth_file(&self.out, &actors, &keys, &self.topo)?;
+        truth::truth_file(&self.out, &actors, &keys, &self.topo)?;
+        self.planned = actors.clone();
         println!(
             "lab: network {SUBNET}.0/24 in namespaces {}*",
             self.topo.prefix
@@ -362,11 +392,15 @@ impl Lab {
         }
         for a in &actors {
             let cmd = a.command(&self.topo, &self.lab_dir(), &self.out);
-            self.procs.spawn(
-                &format!("actor-{}", a.id),
-                cmd,
-                &self.out.join(format!("actor-{}.log", a.id)),
-            )?;
+            let (name, log) = (
+                format!("actor-{}", a.id),
+                self.out.join(format!("actor-{}.log", a.id)),
+            );
+            if a.program.is_some() {
+                self.procs.spawn_group(&name, cmd, &log)?;
+            } else {
+                self.procs.spawn(&name, cmd, &log)?;
+            }
             println!(
                 "lab: actor {:<6} {:<11} label={:<9} from {} ({} key(s))",
                 a.id,
@@ -438,6 +472,10 @@ impl Lab {
         let report = RunReport {
             actors,
             detection_failures: verdict::failures(&verdicts),
+            verdicts: verdicts
+                .iter()
+                .map(|v| (v.id.clone(), v.label.clone()))
+                .collect(),
             server_metrics,
             ingress_metrics,
             keys,
@@ -558,37 +596,5 @@ fn wait_for(path: &Path, what: &str, timeout: Duration, stop: &AtomicBool) -> an
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Ok(())
-}
-
-/// The ground truth: actor → label, its addresses, its keys (as the keyed hashes Siphon
-/// exports, never the keys), and the relays' own identities.
-fn truth_file(
-    out: &Path,
-    actors: &[actors::Actor],
-    keys: &actors::Keys,
-    topo: &Topology,
-) -> anyhow::Result<()> {
-    let hash = |k: &String| actors::key_hash(KEY_HASH_SECRET, k);
-    let truth = serde_json::json!({
-        "key_hash": "HMAC-SHA256 of the key with the lab secret, first 16 bytes, hex (Siphon's api_key_hash)",
-        "actors": actors.iter().map(|a| serde_json::json!({
-            "id": a.id,
-            "kind": a.kind,
-            "level": a.level,
-            "label": a.label,
-            "namespace": topo.node(a.node).ns,
-            "source_ips": topo.node(a.node).ips,
-            "via": a.via,
-            "key_hashes": a.keys.iter().map(hash).collect::<Vec<_>>(),
-            "upstream_key_hashes": if a.via == "litellm" { keys.relay_upstream.iter().map(hash).collect::<Vec<_>>() } else { vec![] },
-            "seen_at_server_as": a.seen_from(topo),
-        })).collect::<Vec<_>>(),
-        "nodes": topo.nodes.iter().map(|n| serde_json::json!({"role": n.role, "namespace": n.ns, "ips": n.ips, "delay_ms": n.delay_ms})).collect::<Vec<_>>(),
-    });
-    std::fs::write(
-        out.join("ground_truth.json"),
-        serde_json::to_string_pretty(&truth)?,
-    )?;
     Ok(())
 }

@@ -10,7 +10,8 @@ use std::{
 use anyhow::Context as _;
 
 pub struct Procs {
-    children: Vec<(String, Child)>,
+    /// Name, child, and whether it leads its own process group (signalled as a group).
+    children: Vec<(String, Child, bool)>,
 }
 
 impl Procs {
@@ -21,7 +22,25 @@ impl Procs {
     }
 
     /// Starts `cmd` with its output in `log`.
-    pub fn spawn(&mut self, name: &str, mut cmd: Command, log: &Path) -> anyhow::Result<u32> {
+    pub fn spawn(&mut self, name: &str, cmd: Command, log: &Path) -> anyhow::Result<u32> {
+        self.start(name, cmd, log, false)
+    }
+
+    /// Starts `cmd` as the leader of a new process group: stopping it signals the whole group
+    /// (a script and the programs it runs).
+    pub fn spawn_group(&mut self, name: &str, mut cmd: Command, log: &Path) -> anyhow::Result<u32> {
+        use std::os::unix::process::CommandExt as _;
+        cmd.process_group(0);
+        self.start(name, cmd, log, true)
+    }
+
+    fn start(
+        &mut self,
+        name: &str,
+        mut cmd: Command,
+        log: &Path,
+        group: bool,
+    ) -> anyhow::Result<u32> {
         let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
         let child = cmd
@@ -31,7 +50,7 @@ impl Procs {
             .spawn()
             .with_context(|| format!("starting {name}"))?;
         let pid = child.id();
-        self.children.push((name.to_owned(), child));
+        self.children.push((name.to_owned(), child, group));
         Ok(pid)
     }
 
@@ -39,8 +58,8 @@ impl Procs {
     pub fn exited(&mut self, name: &str) -> Option<std::process::ExitStatus> {
         self.children
             .iter_mut()
-            .find(|(n, _)| n == name)
-            .and_then(|(_, c)| c.try_wait().ok().flatten())
+            .find(|(n, _, _)| n == name)
+            .and_then(|(_, c, _)| c.try_wait().ok().flatten())
     }
 
     /// Stops the processes whose names start with `prefix` (all with ""), newest first.
@@ -48,14 +67,23 @@ impl Procs {
         let mut stopped = Vec::new();
         let (matching, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.children)
             .into_iter()
-            .partition(|(n, _)| n.starts_with(prefix));
+            .partition(|(n, _, _)| n.starts_with(prefix));
         self.children = rest;
-        for (_, child) in matching.iter().rev() {
-            // SAFETY: signalling a child we spawned, by its PID.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        // A group is addressed by the negated PID of its leader.
+        let target = |child: &Child, group: bool| {
+            let pid = child.id() as i32;
+            if group {
+                -pid
+            } else {
+                pid
+            }
+        };
+        for (_, child, group) in matching.iter().rev() {
+            // SAFETY: signalling a child we spawned (or the group it leads), by its PID.
+            unsafe { libc::kill(target(child, *group), libc::SIGTERM) };
         }
         let deadline = Instant::now() + grace;
-        for (name, mut child) in matching.into_iter().rev() {
+        for (name, mut child, group) in matching.into_iter().rev() {
             let status = loop {
                 match child.try_wait() {
                     Ok(Some(s)) => break Some(s),
@@ -68,6 +96,11 @@ impl Procs {
                     }
                 }
             };
+            if group {
+                // Whatever the leader left running in its group goes too.
+                // SAFETY: the group of a child we spawned, by its leader's PID.
+                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            }
             stopped.push((name, status.and_then(|s| s.code())));
         }
         stopped

@@ -2,7 +2,8 @@
 //! cluster view: TLS at the ingress joined to HTTP behind it), mapped onto the ground truth.
 //! Entities belong to an actor by its key hashes and the addresses the servers see it from; a
 //! cluster belongs to the actor holding most of its keys. Prefixes and fingerprints shared by
-//! several actors belong to none (reported apart).
+//! several actors belong to none (reported apart). A key or address several actors use (LiteLLM's
+//! upstream keys and address, when more than one actor goes through it) belongs to each of them.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -72,7 +73,7 @@ pub fn verdicts(out: &Path) -> anyhow::Result<(Vec<ActorVerdict>, Vec<String>)> 
         &std::fs::read_to_string(out.join("detect-summary.json")).context("detect-summary.json")?,
     )?;
     let events = read_jsonl(&out.join("detections-cluster.jsonl"));
-    let mut owner: HashMap<(String, String), String> = HashMap::new();
+    let mut owner: HashMap<(String, String), Vec<String>> = HashMap::new();
     let mut verdicts: BTreeMap<String, ActorVerdict> = BTreeMap::new();
     let mut actor_keys: HashMap<String, Vec<String>> = HashMap::new();
     for a in truth["actors"].as_array().into_iter().flatten() {
@@ -83,10 +84,16 @@ pub fn verdicts(out: &Path) -> anyhow::Result<(Vec<ActorVerdict>, Vec<String>)> 
             keys = strs(&a["upstream_key_hashes"]);
         }
         for k in &keys {
-            owner.insert(("api_key".into(), k.clone()), id.clone());
+            owner
+                .entry(("api_key".into(), k.clone()))
+                .or_default()
+                .push(id.clone());
         }
         for ip in strs(&a["seen_at_server_as"]) {
-            owner.insert(("client_ip".into(), ip), id.clone());
+            owner
+                .entry(("client_ip".into(), ip))
+                .or_default()
+                .push(id.clone());
         }
         verdicts.insert(
             id.clone(),
@@ -99,17 +106,24 @@ pub fn verdicts(out: &Path) -> anyhow::Result<(Vec<ActorVerdict>, Vec<String>)> 
         );
         actor_keys.insert(id, keys);
     }
-    let cluster_owner = |keys: &[String]| -> Option<String> {
+    let cluster_owner = |keys: &[String]| -> Vec<String> {
         let mut n: HashMap<&str, usize> = HashMap::new();
         for k in keys {
-            if let Some(o) = owner.get(&("api_key".to_owned(), k.clone())) {
+            for o in owner
+                .get(&("api_key".to_owned(), k.clone()))
+                .into_iter()
+                .flatten()
+            {
                 *n.entry(o).or_default() += 1;
             }
         }
+        let Some(top) = n.values().copied().max().filter(|c| 2 * c >= keys.len()) else {
+            return Vec::new();
+        };
         n.into_iter()
-            .max_by_key(|(_, c)| *c)
-            .filter(|(_, c)| 2 * c >= keys.len())
+            .filter(|(_, c)| *c == top)
             .map(|(o, _)| o.to_owned())
+            .collect()
     };
     let mut shared = Vec::new();
     for e in &events {
@@ -123,25 +137,33 @@ pub fn verdicts(out: &Path) -> anyhow::Result<(Vec<ActorVerdict>, Vec<String>)> 
         let who = if ty == "cluster" {
             cluster_owner(&strs(&e["linked"]["api_keys"]))
         } else {
-            owner.get(&(ty.to_owned(), value.to_owned())).cloned()
+            owner
+                .get(&(ty.to_owned(), value.to_owned()))
+                .cloned()
+                .unwrap_or_default()
         };
         let kind = e["kind"].as_str().unwrap_or("");
-        let Some(v) = who.and_then(|w| verdicts.get_mut(&w)) else {
+        if who.is_empty() {
             shared.push(format!("{kind} on {ty} {value}"));
             continue;
-        };
+        }
         let after = (e["detected_at_ns"].as_u64().unwrap_or(0) as f64
             - e["first_seen_ns"].as_u64().unwrap_or(0) as f64)
             / 1e9;
-        let slot = if kind == "harvest" {
-            &mut v.harvest_after_s
-        } else {
-            &mut v.relay_after_s
-        };
-        *slot = Some(slot.map_or(after, |s: f64| s.min(after)));
-        v.raised_entities.push(format!("{kind}:{ty}"));
-        if ty == "cluster" && kind == "harvest" {
-            v.cluster_raised = true;
+        for w in &who {
+            let Some(v) = verdicts.get_mut(w) else {
+                continue;
+            };
+            let slot = if kind == "harvest" {
+                &mut v.harvest_after_s
+            } else {
+                &mut v.relay_after_s
+            };
+            *slot = Some(slot.map_or(after, |s: f64| s.min(after)));
+            v.raised_entities.push(format!("{kind}:{ty}"));
+            if ty == "cluster" && kind == "harvest" {
+                v.cluster_raised = true;
+            }
         }
     }
     for ent in summary["entities"].as_array().into_iter().flatten() {
@@ -149,9 +171,11 @@ pub fn verdicts(out: &Path) -> anyhow::Result<(Vec<ActorVerdict>, Vec<String>)> 
             ent["type"].as_str().unwrap_or("").to_owned(),
             ent["value"].as_str().unwrap_or("").to_owned(),
         );
-        if let Some(v) = owner.get(&key).and_then(|w| verdicts.get_mut(w)) {
-            v.max_harvest = v.max_harvest.max(ent["harvest"].as_f64().unwrap_or(0.0));
-            v.max_relay = v.max_relay.max(ent["relay"].as_f64().unwrap_or(0.0));
+        for w in owner.get(&key).into_iter().flatten() {
+            if let Some(v) = verdicts.get_mut(w) {
+                v.max_harvest = v.max_harvest.max(ent["harvest"].as_f64().unwrap_or(0.0));
+                v.max_relay = v.max_relay.max(ent["relay"].as_f64().unwrap_or(0.0));
+            }
         }
     }
     for c in summary["clusters"].as_array().into_iter().flatten() {
@@ -171,13 +195,13 @@ pub fn verdicts(out: &Path) -> anyhow::Result<(Vec<ActorVerdict>, Vec<String>)> 
 pub fn print(verdicts: &[ActorVerdict], shared: &[String]) {
     println!("\n── detections per actor (siphon detect over both nodes' logs) ──");
     println!(
-        "{:<8} {:<10} {:>7} {:>7} {:>14} {:>12} {:>10}",
+        "{:<10} {:<10} {:>7} {:>7} {:>14} {:>12} {:>10}",
         "actor", "label", "harvest", "relay", "harvest after", "relay after", "clustered"
     );
     let after = |s: Option<f64>| s.map_or("-".to_owned(), |s| format!("{s:.0} s"));
     for v in verdicts {
         println!(
-            "{:<8} {:<10} {:>7.2} {:>7.2} {:>14} {:>12} {:>10}",
+            "{:<10} {:<10} {:>7.2} {:>7.2} {:>14} {:>12} {:>10}",
             v.id,
             v.label,
             v.max_harvest,

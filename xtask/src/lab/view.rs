@@ -1,7 +1,11 @@
 //! What the lab shows: a live table of the top clients as Siphon sees them on the server node,
 //! and a per-actor summary at the end.
 
-use std::{collections::HashMap, path::Path, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+    time::Duration,
+};
 
 use serde_json::Value;
 
@@ -115,20 +119,23 @@ pub fn summary(out: &Path, report: &RunReport) -> anyhow::Result<()> {
     let truth = read_truth(out);
     let exchanges = read_jsonl(&out.join("siphon-server-exchanges.jsonl"));
     let mut seen: HashMap<String, (u64, u64)> = HashMap::new();
+    // Distinct keys and client addresses Siphon saw per actor (the population's breadth).
+    let mut breadth: HashMap<String, (HashSet<String>, HashSet<String>)> = HashMap::new();
     for e in &exchanges {
-        if let Some(actor) = e["http"]["api_key_hash"]
-            .as_str()
-            .and_then(|k| truth.get(k))
-        {
+        let key = e["http"]["api_key_hash"].as_str();
+        if let Some(actor) = key.and_then(|k| truth.get(k)) {
             let s = seen.entry(actor.clone()).or_default();
             s.0 += 1;
             s.1 += e["response_bytes"].as_u64().unwrap_or(0);
+            let b = breadth.entry(actor.clone()).or_default();
+            b.0.extend(key.map(str::to_owned));
+            b.1.extend(e["http"]["client_ip"].as_str().map(str::to_owned));
         }
     }
     let mut rows = Vec::new();
     println!("\n── summary per actor ──");
     println!(
-        "{:<6} {:<13} {:<9} {:>6} {:>6} {:>6} {:>12} {:>14} {:>16}",
+        "{:<10} {:<13} {:<9} {:>6} {:>6} {:>6} {:>12} {:>14} {:>16} {:>5} {:>4}",
         "actor",
         "kind",
         "label",
@@ -137,8 +144,11 @@ pub fn summary(out: &Path, report: &RunReport) -> anyhow::Result<()> {
         "other",
         "resp bytes",
         "siphon saw req",
-        "siphon resp bytes"
+        "siphon resp bytes",
+        "keys",
+        "ips"
     );
+    let (mut benign_keys, mut benign_ips) = (HashSet::new(), HashSet::new());
     for a in &report.actors {
         let log = read_jsonl(&a.log_path(out));
         let ok = log.iter().filter(|l| l["status"] == 200).count();
@@ -148,8 +158,13 @@ pub fn summary(out: &Path, report: &RunReport) -> anyhow::Result<()> {
             .map(|l| l["response_bytes"].as_u64().unwrap_or(0))
             .sum();
         let (sreq, sbytes) = seen.get(a.id).copied().unwrap_or_default();
+        let (keys, ips) = breadth.get(a.id).cloned().unwrap_or_default();
+        if a.label == "benign" {
+            benign_keys.extend(keys.iter().cloned());
+            benign_ips.extend(ips.iter().cloned());
+        }
         println!(
-            "{:<6} {:<13} {:<9} {:>6} {:>6} {:>6} {:>12} {:>14} {:>16}",
+            "{:<10} {:<13} {:<9} {:>6} {:>6} {:>6} {:>12} {:>14} {:>16} {:>5} {:>4}",
             a.id,
             a.kind_label(),
             a.label,
@@ -158,10 +173,17 @@ pub fn summary(out: &Path, report: &RunReport) -> anyhow::Result<()> {
             log.len() - ok - limited,
             bytes,
             sreq,
-            sbytes
+            sbytes,
+            keys.len(),
+            ips.len()
         );
-        rows.push(serde_json::json!({"actor": a.id, "kind": a.kind_label(), "label": a.label, "ok": ok, "rate_limited": limited, "other": log.len() - ok - limited, "response_bytes": bytes, "siphon_requests": sreq, "siphon_response_bytes": sbytes}));
+        rows.push(serde_json::json!({"actor": a.id, "kind": a.kind_label(), "label": a.label, "ok": ok, "rate_limited": limited, "other": log.len() - ok - limited, "response_bytes": bytes, "siphon_requests": sreq, "siphon_response_bytes": sbytes, "keys_seen": keys.len(), "client_ips_seen": ips.len()}));
     }
+    println!(
+        "benign: {} keys from {} client addresses seen by Siphon at the server",
+        benign_keys.len(),
+        benign_ips.len()
+    );
     let server = read_jsonl(&out.join("server-requests.jsonl"));
     println!(
         "server logged {} requests; Siphon (server node) reported {} exchanges",
