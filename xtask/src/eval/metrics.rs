@@ -95,7 +95,11 @@ pub struct Scored {
 
 pub fn score_run(run: &mut Run) {
     let (instances, keys, ips) = compute_instance_scores(run);
-    run.scored = Scored { instances, keys, ips };
+    run.scored = Scored {
+        instances,
+        keys,
+        ips,
+    };
 }
 
 fn instance_scores(run: &Run) -> (&[f64], &HashMap<String, f64>, &HashMap<String, f64>) {

@@ -17,6 +17,7 @@ mod configs;
 mod delayline;
 mod outside;
 mod procs;
+mod prom;
 mod topology;
 mod truth;
 mod verdict;
@@ -292,8 +293,9 @@ impl Lab {
                 "run",
                 "--iface",
                 "eth0",
+                // All addresses of its node: Prometheus in the server node scrapes both.
                 "--listen",
-                &format!("127.0.0.1:{SIPHON_PORT}"),
+                &format!("0.0.0.0:{SIPHON_PORT}"),
             ])
             .args(["--sweep-interval", "1s", "--exchange-idle-timeout", "3s"])
             .arg("--exchange-log")
@@ -327,6 +329,17 @@ impl Lab {
                 )
             })?;
         }
+        // A real Prometheus with the shipped rules, scraping both agents (checked at the end).
+        let targets: Vec<String> = ["server", "ingress"]
+            .iter()
+            .map(|r| format!("{}:{SIPHON_PORT}", self.topo.node(r).ip()))
+            .collect();
+        let prom_cfg = prom::write_config(&self.out, &self.root, &targets)?;
+        self.procs.spawn(
+            "prometheus",
+            prom::command(&self.topo, &prom_cfg, &self.out),
+            &self.out.join("prometheus.log"),
+        )?;
 
         // The ingress: haproxy terminating TLS.
         let cfg = configs::haproxy(
@@ -467,11 +480,22 @@ impl Lab {
             self.out.join("siphon-ingress-metrics.txt"),
             &ingress_metrics,
         )?;
+        // Alerts need their `for: 1m` after the live agents raised: wait up to 90 s.
+        let prom_failures = prom::finish(
+            &self.topo,
+            &self.out,
+            &self.root,
+            &[("server", &server_metrics), ("ingress", &ingress_metrics)],
+            Duration::from_secs(90),
+        )?;
         verdict::run_detect(&self.siphon, &self.out)?;
         let (verdicts, shared) = verdict::verdicts(&self.out)?;
         let report = RunReport {
             actors,
-            detection_failures: verdict::failures(&verdicts),
+            detection_failures: verdict::failures(&verdicts)
+                .into_iter()
+                .chain(prom_failures)
+                .collect(),
             verdicts: verdicts
                 .iter()
                 .map(|v| (v.id.clone(), v.label.clone()))

@@ -31,16 +31,29 @@ pub fn write_config(out: &Path, root: &Path, targets: &[String]) -> anyhow::Resu
 pub fn command(topo: &super::topology::Topology, config: &Path, out: &Path) -> Command {
     let mut c = topo.command("server", "prometheus");
     c.arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", out.join("prometheus-data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            out.join("prometheus-data").display()
+        ))
         .arg(format!("--web.listen-address={LISTEN}"))
         .arg("--log.level=warn");
     c
 }
 
 /// One API call through curl inside the server's namespace.
-fn api(topo: &super::topology::Topology, path_and_query: &[(&str, &str)], path: &str) -> anyhow::Result<Value> {
+fn api(
+    topo: &super::topology::Topology,
+    path_and_query: &[(&str, &str)],
+    path: &str,
+) -> anyhow::Result<Value> {
     let mut c = topo.command("server", "curl");
-    c.args(["-sf", "--max-time", "10", "-G", &format!("http://{LISTEN}{path}")]);
+    c.args([
+        "-sf",
+        "--max-time",
+        "10",
+        "-G",
+        &format!("http://{LISTEN}{path}"),
+    ]);
     for (k, v) in path_and_query {
         c.args(["--data-urlencode", &format!("{k}={v}")]);
     }
@@ -85,7 +98,10 @@ pub fn empty_queries(topo: &super::topology::Topology, exprs: &[(String, String)
     let mut empty = Vec::new();
     for (what, e) in exprs {
         match api(topo, &[("query", e)], "/api/v1/query") {
-            Ok(v) if v["data"]["result"].as_array().is_some_and(|r| !r.is_empty()) => {}
+            Ok(v)
+                if v["data"]["result"]
+                    .as_array()
+                    .is_some_and(|r| !r.is_empty()) => {}
             Ok(_) => empty.push(format!("{what}: `{e}` returned no series")),
             Err(err) => empty.push(format!("{what}: `{e}`: {err:#}")),
         }
@@ -114,24 +130,29 @@ pub fn firing(topo: &super::topology::Topology) -> anyhow::Result<Vec<(String, S
 /// `cluster_owner`.
 pub fn alert_failures(
     firing: &[(String, String, String)],
-    owner: &HashMap<(String, String), String>,
+    owner: &HashMap<(String, String), Vec<String>>,
     labels: &HashMap<String, String>,
 ) -> Vec<String> {
     let mut got: HashSet<(String, &str)> = HashSet::new();
     let mut f = Vec::new();
     for (name, ty, value) in firing {
-        let Some(actor) = owner.get(&(ty.clone(), value.clone())) else {
-            continue;
-        };
         let kind = match name.as_str() {
             "SiphonHarvestingSuspected" => "harvest",
             "SiphonRelaySuspected" => "relay",
             _ => continue,
         };
-        if labels.get(actor).map(String::as_str) == Some("benign") {
-            f.push(format!("Prometheus: {name} fires for benign actor {actor} ({ty} {value})"));
+        for actor in owner
+            .get(&(ty.clone(), value.clone()))
+            .into_iter()
+            .flatten()
+        {
+            if labels.get(actor).map(String::as_str) == Some("benign") {
+                f.push(format!(
+                    "Prometheus: {name} fires for benign actor {actor} ({ty} {value})"
+                ));
+            }
+            got.insert((actor.clone(), kind));
         }
-        got.insert((actor.clone(), kind));
     }
     for (actor, label) in labels {
         let want = match label.as_str() {
@@ -146,16 +167,152 @@ pub fn alert_failures(
     f
 }
 
+/// Who each entity belongs to (ground truth: key hashes, the addresses the servers see; a
+/// cluster to the actor holding most of its keys, from the agents' detection logs), and each
+/// actor's label.
+/// (entity type, value) → the actors it belongs to.
+pub type Owners = HashMap<(String, String), Vec<String>>;
+
+pub fn owners(out: &Path) -> anyhow::Result<(Owners, HashMap<String, String>)> {
+    let truth: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("ground_truth.json"))?)?;
+    let strs = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str().map(str::to_owned))
+            .collect()
+    };
+    let mut owner: HashMap<(String, String), Vec<String>> = HashMap::new();
+    let mut labels = HashMap::new();
+    for a in truth["actors"].as_array().into_iter().flatten() {
+        let id = a["id"].as_str().unwrap_or("?").to_owned();
+        labels.insert(id.clone(), a["label"].as_str().unwrap_or("?").to_owned());
+        let keys = if a["via"] == "litellm" {
+            strs(&a["upstream_key_hashes"])
+        } else {
+            strs(&a["key_hashes"])
+        };
+        for k in keys {
+            owner
+                .entry(("api_key".into(), k))
+                .or_default()
+                .push(id.clone());
+        }
+        for ip in strs(&a["seen_at_server_as"]) {
+            owner
+                .entry(("client_ip".into(), ip))
+                .or_default()
+                .push(id.clone());
+        }
+    }
+    for role in ["server", "ingress"] {
+        for e in super::view::read_jsonl(&out.join(format!("siphon-{role}-detections.jsonl"))) {
+            if e["entity"]["type"] != "cluster" {
+                continue;
+            }
+            let mut n: HashMap<String, usize> = HashMap::new();
+            let members = strs(&e["linked"]["api_keys"]);
+            for k in &members {
+                for o in owner
+                    .get(&("api_key".to_owned(), k.clone()))
+                    .into_iter()
+                    .flatten()
+                {
+                    *n.entry(o.clone()).or_default() += 1;
+                }
+            }
+            if let Some((o, c)) = n.into_iter().max_by_key(|(_, c)| *c) {
+                if 2 * c >= members.len() {
+                    let id = e["entity"]["value"].as_str().unwrap_or("").to_owned();
+                    owner.entry(("cluster".into(), id)).or_default().push(o);
+                }
+            }
+        }
+    }
+    Ok((owner, labels))
+}
+
+/// Waits (at most `wait`) until every attacker's alert fires, then checks the alerts, every
+/// dashboard query and recording rule, and `promtool check metrics` on both agents' metrics.
+pub fn finish(
+    topo: &super::topology::Topology,
+    out: &Path,
+    root: &Path,
+    metrics: &[(&str, &str)],
+    wait: std::time::Duration,
+) -> anyhow::Result<Vec<String>> {
+    let (owner, labels) = owners(out)?;
+    let deadline = std::time::Instant::now() + wait;
+    let mut failures = loop {
+        let f = alert_failures(&firing(topo)?, &owner, &labels);
+        if f.is_empty() || std::time::Instant::now() > deadline {
+            break f;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(5));
+    };
+    let alerts = firing(topo)?;
+    std::fs::write(
+        out.join("prometheus-alerts.json"),
+        serde_json::to_string_pretty(&alerts)?,
+    )?;
+    println!(
+        "lab: Prometheus: {} alerts firing ({} harvest, {} relay)",
+        alerts.len(),
+        alerts
+            .iter()
+            .filter(|a| a.0 == "SiphonHarvestingSuspected")
+            .count(),
+        alerts
+            .iter()
+            .filter(|a| a.0 == "SiphonRelaySuspected")
+            .count()
+    );
+    let exprs = expressions(root)?;
+    let empty = empty_queries(topo, &exprs);
+    println!(
+        "lab: Prometheus: {} of {} dashboard queries and recording rules return data",
+        exprs.len() - empty.len(),
+        exprs.len()
+    );
+    failures.extend(empty);
+    for (role, text) in metrics {
+        let mut child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("running promtool")?;
+        if let Some(mut stdin) = child.stdin.take() {
+            std::io::Write::write_all(&mut stdin, text.as_bytes())?;
+        }
+        let o = child.wait_with_output()?;
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        if !o.status.success() || !said.trim().is_empty() {
+            failures.push(format!(
+                "promtool check metrics on the {role} agent: {}",
+                said.trim()
+            ));
+        }
+    }
+    Ok(failures)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn alerts_are_judged_by_owner_and_label() {
-        let owner: HashMap<(String, String), String> = [
-            (("api_key".into(), "k1".into()), "h1".into()),
-            (("client_ip".into(), "10.0.0.5".into()), "r2".into()),
-            (("api_key".into(), "k9".into()), "human".into()),
+        let owner: HashMap<(String, String), Vec<String>> = [
+            (("api_key".into(), "k1".into()), vec!["h1".into()]),
+            (("client_ip".into(), "10.0.0.5".into()), vec!["r2".into()]),
+            (("api_key".into(), "k9".into()), vec!["human".into()]),
         ]
         .into();
         let labels: HashMap<String, String> = [
@@ -165,13 +322,29 @@ mod tests {
         ]
         .into();
         let firing = vec![
-            ("SiphonHarvestingSuspected".into(), "api_key".into(), "k1".into()),
-            ("SiphonRelaySuspected".into(), "client_ip".into(), "10.0.0.5".into()),
-            ("SiphonHarvestingSuspected".into(), "prefix".into(), "10.0.0.0/24".into()),
+            (
+                "SiphonHarvestingSuspected".into(),
+                "api_key".into(),
+                "k1".into(),
+            ),
+            (
+                "SiphonRelaySuspected".into(),
+                "client_ip".into(),
+                "10.0.0.5".into(),
+            ),
+            (
+                "SiphonHarvestingSuspected".into(),
+                "prefix".into(),
+                "10.0.0.0/24".into(),
+            ),
         ];
         assert!(alert_failures(&firing, &owner, &labels).is_empty());
         let mut bad = firing.clone();
-        bad.push(("SiphonHarvestingSuspected".into(), "api_key".into(), "k9".into()));
+        bad.push((
+            "SiphonHarvestingSuspected".into(),
+            "api_key".into(),
+            "k9".into(),
+        ));
         bad.remove(1);
         let f = alert_failures(&bad, &owner, &labels);
         assert_eq!(f.len(), 2, "{f:?}");
