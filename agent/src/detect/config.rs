@@ -29,6 +29,9 @@ pub struct Config {
     /// A raised detection clears only after its score stayed below the clear level this long
     /// (seconds of record time).
     pub hold_seconds: f64,
+    /// Exchanges to these server ports are not scored: monitoring, not inference (Siphon's
+    /// own metrics port, Prometheus, node_exporter). Add `--listen`'s port if you change it.
+    pub ignore_server_ports: Vec<u16>,
     /// Address prefix lengths of the `prefix` entity.
     pub prefix_v4: u8,
     pub prefix_v6: u8,
@@ -171,6 +174,7 @@ impl Default for Config {
             join_delay_seconds: 2.0,
             join_tolerance_seconds: 0.5,
             hold_seconds: 300.0,
+            ignore_server_ports: vec![9947, 9090, 9100],
             prefix_v4: 24,
             prefix_v6: 48,
             harvest: HarvestConfig::default(),

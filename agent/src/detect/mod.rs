@@ -48,6 +48,8 @@ pub struct Stats {
     /// Records older than every window when they arrived.
     pub late: u64,
     pub evaluations: u64,
+    /// Exchanges to ignored (monitoring) server ports.
+    pub ignored: u64,
     pub raised: u64,
     pub cleared: u64,
 }
@@ -123,6 +125,10 @@ impl Detector {
     }
 
     pub fn observe(&mut self, obs: Observation) {
+        if self.cfg.ignore_server_ports.contains(&obs.server.port()) {
+            self.stats.ignored += 1;
+            return;
+        }
         self.clock_ns = self.clock_ns.max(obs.end_ns);
         self.joiner.push(obs);
         self.drain(false);

@@ -535,3 +535,20 @@ fn prefixes_and_browser_stacks() {
     assert!(!browser_like_ja4("t13d3112h1_e8f1e7e78f70_b26ce05bbdd6"));
     assert!(!browser_like_ja4("t13d0512h2_e8f1e7e78f70_b26ce05bbdd6"));
 }
+
+#[test]
+fn monitoring_scrapes_are_not_scored() {
+    // Prometheus scraping an agent: every 5 s, a tiny request, a 100 KB answer.
+    let mut det = Detector::new(Config::default()).unwrap();
+    det.log_events = false;
+    for i in 0..2000u64 {
+        let mut o = http("none", "192.0.2.9", S + i * 5 * S, S / 10, 150, 100_000, "other");
+        o.server = "192.0.2.1:9947".parse().unwrap();
+        o.http.as_mut().unwrap().api_key_hash = None;
+        det.observe(o);
+    }
+    det.finish();
+    assert!(det.take_events().is_empty());
+    assert_eq!(det.stats.ignored, 2000);
+    assert_eq!(det.table(EntityType::ClientIp).unwrap().map.len(), 0);
+}
