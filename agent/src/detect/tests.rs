@@ -542,7 +542,15 @@ fn monitoring_scrapes_are_not_scored() {
     let mut det = Detector::new(Config::default()).unwrap();
     det.log_events = false;
     for i in 0..2000u64 {
-        let mut o = http("none", "192.0.2.9", S + i * 5 * S, S / 10, 150, 100_000, "other");
+        let mut o = http(
+            "none",
+            "192.0.2.9",
+            S + i * 5 * S,
+            S / 10,
+            150,
+            100_000,
+            "other",
+        );
         o.server = "192.0.2.1:9947".parse().unwrap();
         o.http.as_mut().unwrap().api_key_hash = None;
         det.observe(o);

@@ -245,6 +245,7 @@ fn benign_shares(runs: &[Run], t: f64) -> (f64, f64) {
 /// detect, and the two baselines.
 #[derive(Default)]
 struct Group {
+    clustered: Vec<f64>,
     at_raise: Vec<bool>,
     at_page: Vec<bool>,
     ttd: Vec<f64>,
@@ -264,6 +265,10 @@ pub struct Row {
     pub detect_p90_s: Option<f64>,
     pub key_rate_baseline: Figure,
     pub ip_rate_baseline: Figure,
+    /// Attackers with four keys or more: the lowest and median share of an instance's keys
+    /// found together in one reported cluster.
+    pub clustered_share_min: Option<f64>,
+    pub clustered_share_p50: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -324,6 +329,9 @@ pub fn evaluate(runs: &[Run], page: f64) -> Result {
                 .entry((i.kind.to_owned(), i.label.to_owned()))
                 .or_default();
             g.at_raise.push(score >= RAISE);
+            if i.label != "benign" && i.keys.len() >= 4 {
+                g.clustered.push(clustered_share(run, &i.keys));
+            }
             g.at_page.push(score >= page);
             if i.label != "benign" {
                 let t = i
@@ -354,12 +362,14 @@ pub fn evaluate(runs: &[Run], page: f64) -> Result {
         .enumerate()
         .map(|(n, ((kind, label), g))| {
             let Group {
+                mut clustered,
                 at_raise,
                 at_page,
                 mut ttd,
                 key_rate: kb,
                 ip_rate: ib,
             } = g;
+            clustered.sort_by(f64::total_cmp);
             ttd.sort_by(f64::total_cmp);
             let q = |p: f64| {
                 (!ttd.is_empty()).then(|| ttd[((ttd.len() - 1) as f64 * p).round() as usize])
@@ -369,6 +379,9 @@ pub fn evaluate(runs: &[Run], page: f64) -> Result {
                 flagged_at_page: bootstrap(&at_page, n as u64 + 1000),
                 detect_p50_s: q(0.5),
                 detect_p90_s: q(0.9),
+                clustered_share_min: clustered.first().copied(),
+                clustered_share_p50: (!clustered.is_empty())
+                    .then(|| clustered[(clustered.len() - 1) / 2]),
                 key_rate_baseline: bootstrap(&kb, n as u64 + 2000),
                 ip_rate_baseline: bootstrap(&ib, n as u64 + 3000),
                 kind,
@@ -391,6 +404,25 @@ pub fn evaluate(runs: &[Run], page: f64) -> Result {
         records,
         records_per_second: records as f64 / secs.max(1e-9),
     }
+}
+
+/// The largest share of `keys` inside one cluster of the run's final state.
+fn clustered_share(run: &Run, keys: &[String]) -> f64 {
+    run.summary["clusters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let members: HashSet<&str> = c["api_keys"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|k| k.as_str())
+                .collect();
+            keys.iter().filter(|k| members.contains(k.as_str())).count() as f64
+                / keys.len().max(1) as f64
+        })
+        .fold(0.0, f64::max)
 }
 
 /// Key hashes and addresses (and cluster members) → the first time one was raised.

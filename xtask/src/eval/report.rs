@@ -50,6 +50,15 @@ pub fn table(r: &Result) -> String {
             fig(&row.ip_rate_baseline),
         );
     }
+    for row in r.rows.iter().filter(|r| r.clustered_share_min.is_some()) {
+        t += &format!(
+            "\n{}: share of an instance's keys in one reported cluster: median {:.2}, lowest {:.2}",
+            row.kind,
+            row.clustered_share_p50.unwrap_or(0.0),
+            row.clustered_share_min.unwrap_or(0.0)
+        );
+    }
+    t += "\n";
     if !r.missed.is_empty() {
         t += &format!("\nattackers missed at 0.7: {}\n", r.missed.join(", "));
     }
