@@ -125,6 +125,10 @@ pub struct EntityState {
     /// Ends of the latest responses (for think time), newest last.
     pub recent_ends: [u64; 4],
     pub last_start_ns: u64,
+    /// End of the latest 429 answer not yet followed by a request (retry gaps).
+    pub throttled_end_ns: u64,
+    /// Request sizes seen (distinct count: a script replaying few prompts repeats sizes).
+    pub request_sizes: super::sketch::LinkSet,
     /// Raised detections, by score kind.
     pub raised: [Option<Raised>; 2],
     /// Latest scores, by kind, and the highest each reached.
@@ -158,6 +162,8 @@ impl EntityState {
             },
             recent_ends: [0; 4],
             last_start_ns: 0,
+            throttled_end_ns: 0,
+            request_sizes: LinkSet::new(),
             raised: [None; 2],
             scores: [0.0; 2],
             max_scores: [0.0; 2],
@@ -204,6 +210,7 @@ impl EntityState {
             + self.links.prefixes.heap_bytes()
             + self.links.ja4s.heap_bytes()
             + self.links.user_agents.heap_bytes()
+            + self.request_sizes.heap_bytes()
     }
 }
 

@@ -6,7 +6,7 @@ use super::{
     window::{gap_bin_floor, quantile_bin, think_bin_floor, Bucket},
 };
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Features {
     /// The window's length, or the time since the entity was first seen if shorter.
     pub span_seconds: f64,
@@ -32,6 +32,10 @@ pub struct Features {
     pub rtt_samples: u64,
     /// Median TLS minus TCP round trip (lower bin edge), seconds.
     pub rtt_gap_p50_seconds: Option<f64>,
+    /// Requests per connection, over connections from the client itself.
+    pub requests_per_connection: Option<f64>,
+    /// Mean gap from a 429 answer to the client's next request, seconds.
+    pub retry_after_429_seconds: Option<f64>,
 }
 
 /// Minimum samples for a quantile or a coefficient of variation to be reported.
@@ -85,6 +89,9 @@ pub fn compute(b: &Bucket, span_s: f64, duty: Option<f64>) -> Features {
         rtt_gap_p50_seconds: (b.rtt_samples >= 1)
             .then(|| quantile_bin(&b.rtt_gap, 0.5).map(gap_bin_floor))
             .flatten(),
+        requests_per_connection: (b.new_connections > 0)
+            .then(|| b.direct_requests as f64 / b.new_connections as f64),
+        retry_after_429_seconds: (b.retry_n > 0).then(|| b.retry_sum as f64 / b.retry_n as f64),
     }
 }
 
@@ -165,6 +172,18 @@ mod tests {
         // p90: the 6th, 20 s → bin [16, 32).
         assert_eq!(f.think_p90_seconds, Some(16.0));
         assert_eq!(f.duty_cycle, Some(0.5));
+        assert_eq!(f.requests_per_connection, None);
+        let b2 = Bucket {
+            requests: 6,
+            direct_requests: 6,
+            new_connections: 2,
+            retry_n: 2,
+            retry_sum: 3.0,
+            ..Bucket::default()
+        };
+        let f2 = compute(&b2, 60.0, None);
+        assert_eq!(f2.requests_per_connection, Some(3.0));
+        assert_eq!(f2.retry_after_429_seconds, Some(1.5));
     }
 
     #[test]

@@ -111,6 +111,10 @@ impl Detector {
         self.tables.get(ty.index())
     }
 
+    pub fn entity(&self, ty: EntityType, value: &str) -> Option<&EntityState> {
+        self.tables.get(ty.index())?.map.get(value)
+    }
+
     pub fn clusters(&self) -> &[ClusterState] {
         &self.clusters
     }
@@ -190,6 +194,7 @@ impl Detector {
                 _ => None,
             },
             think: None,
+            retry: None,
             obs,
         };
         let mut entities: Vec<(EntityType, &str)> = Vec::with_capacity(5);
@@ -207,13 +212,26 @@ impl Detector {
         // Think time is a property of one client: its key, else its address.
         let (subject_ty, subject) = entities[0];
         let (windows, buckets) = (cfg.windows_seconds.clone(), cfg.buckets);
-        let think = {
+        let (think, retry) = {
             let st = self.tables[subject_ty.index()].entry(subject, obs.end_ns, &windows, buckets);
             let think = st.think_before(obs.start_ns, MAX_THINK_NS);
             st.note_end(obs.end_ns);
-            think
+            // The first request after a 429: how long the client waited to retry.
+            let retry = (st.throttled_end_ns != 0 && obs.start_ns >= st.throttled_end_ns)
+                .then(|| (obs.start_ns - st.throttled_end_ns) as f64 / 1e9);
+            if retry.is_some() {
+                st.throttled_end_ns = 0;
+            }
+            if sample.throttled {
+                st.throttled_end_ns = obs.end_ns;
+            }
+            (think, retry)
         };
-        let sample = Sample { think, ..sample };
+        let sample = Sample {
+            think,
+            retry,
+            ..sample
+        };
         let links = Links {
             key: key.as_deref(),
             ip: &ip_s,
@@ -366,6 +384,7 @@ struct Sample<'a> {
     ua_mismatch: bool,
     rtt_gap: Option<f64>,
     think: Option<f64>,
+    retry: Option<f64>,
     obs: &'a Observation,
 }
 
@@ -401,7 +420,18 @@ fn update(st: &mut EntityState, s: &Sample<'_>, slot_ns: u64) -> bool {
         if let Some(g) = s.rtt_gap {
             b.add_rtt_gap(g);
         }
+        if s.obs.peer_is_client() {
+            b.direct_requests = b.direct_requests.saturating_add(1);
+            b.new_connections = b.new_connections.saturating_add((s.obs.seq == 1) as u32);
+        }
+        if let Some(r) = s.retry {
+            b.retry_n = b.retry_n.saturating_add(1);
+            b.retry_sum += r as f32;
+        }
     }
+    // Sizes to 16 bytes: the same prompt template with another number is the same size.
+    st.request_sizes
+        .insert(&(s.obs.request_bytes / 16).to_string());
     // Busy slots: every slot the request was open in (at most 64).
     let (first, last) = (s.start / slot_ns, s.t / slot_ns);
     for slot in first.max(last.saturating_sub(63))..=last {

@@ -195,6 +195,20 @@ pub struct FinalEntity {
     pub raised_harvest: bool,
     pub raised_relay: bool,
     pub requests_per_second: f64,
+    /// The entity's features over the middle window, and what it is linked to (distinct
+    /// counts: exact to 8, HyperLogLog beyond).
+    pub features: Option<super::features::Features>,
+    pub distinct: Option<Distinct>,
+}
+
+#[derive(serde::Serialize)]
+pub struct Distinct {
+    pub api_keys: u64,
+    pub client_ips: u64,
+    pub prefixes: u64,
+    pub ja4s: u64,
+    pub user_agents: u64,
+    pub request_sizes: u64,
 }
 
 #[derive(serde::Serialize)]
@@ -229,6 +243,18 @@ pub fn final_state(det: &Detector) -> FinalState {
                 raised_harvest: j.raised[0],
                 raised_relay: j.raised[1],
                 requests_per_second: j.requests_per_second,
+                features: det.entity(j.ty, j.value).map(|st| {
+                    let mid = det.config().windows_seconds.len().min(2).saturating_sub(1);
+                    super::judge::window_features(det.config(), st, mid, det.clock_ns())
+                }),
+                distinct: det.entity(j.ty, j.value).map(|st| Distinct {
+                    api_keys: st.links.api_keys.estimate(),
+                    client_ips: st.links.client_ips.estimate(),
+                    prefixes: st.links.prefixes.estimate(),
+                    ja4s: st.links.ja4s.estimate(),
+                    user_agents: st.links.user_agents.estimate(),
+                    request_sizes: st.request_sizes.estimate(),
+                }),
             })
             .collect(),
         clusters: det

@@ -76,6 +76,11 @@ impl LinkSet {
         }
     }
 
+    /// As [`LinkSet::distinct`] without changing the sketch (it caches its estimate).
+    pub fn estimate(&self) -> u64 {
+        self.clone().distinct()
+    }
+
     /// The most frequent values, most frequent first.
     pub fn top(&self) -> Vec<(&str, u32)> {
         let mut v: Vec<(&str, u32)> = self.top.iter().map(|(s, c)| (&**s, *c)).collect();

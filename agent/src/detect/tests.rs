@@ -560,3 +560,31 @@ fn monitoring_scrapes_are_not_scored() {
     assert_eq!(det.stats.ignored, 2000);
     assert_eq!(det.table(EntityType::ClientIp).unwrap().map.len(), 0);
 }
+
+#[test]
+fn retry_gaps_after_429_and_requests_per_connection_are_measured() {
+    let mut det = Detector::new(Config::default()).unwrap();
+    det.log_events = false;
+    let mut t = S;
+    // A client that gets a 429 on every other request and retries 2 s after the answer, on
+    // its own connections (seq 1, then 2), from its own address.
+    for i in 0..20u64 {
+        let mut o = http("retrier", "192.0.2.44", t, S / 2, 300, 400, "curl");
+        o.peer = "192.0.2.44:40000".parse().unwrap();
+        o.peer.set_port(40000 + (i / 2) as u16);
+        o.seq = 1 + (i % 2) as u32;
+        o.http.as_mut().unwrap().client_ip = o.peer.ip();
+        if i % 2 == 0 {
+            o.http.as_mut().unwrap().status = Some(429);
+        }
+        det.observe(o);
+        t += S / 2 + 2 * S;
+    }
+    det.finish();
+    let st = det.entity(EntityType::ApiKey, "retrier").unwrap();
+    let f = super::judge::window_features(det.config(), st, 1, det.clock_ns());
+    assert_eq!(f.throttled_share, 0.5);
+    assert!((f.retry_after_429_seconds.unwrap() - 2.0).abs() < 1e-3, "{f:?}");
+    assert_eq!(f.requests_per_connection, Some(2.0));
+    assert_eq!(st.request_sizes.estimate(), 1);
+}

@@ -33,6 +33,13 @@ pub struct Bucket {
     pub gap_sumsq: f32,
     pub think: [u16; THINK_BINS],
     pub rtt_gap: [u16; GAP_BINS],
+    /// Requests on connections from the client itself, and the connections they opened (the
+    /// first exchange of each): requests per connection.
+    pub direct_requests: u32,
+    pub new_connections: u32,
+    /// Gaps from a 429 answer to the same client's next request.
+    pub retry_n: u32,
+    pub retry_sum: f32,
 }
 
 impl Bucket {
@@ -56,6 +63,10 @@ impl Bucket {
         for (a, b) in self.rtt_gap.iter_mut().zip(o.rtt_gap) {
             *a = a.saturating_add(b);
         }
+        self.direct_requests = self.direct_requests.saturating_add(o.direct_requests);
+        self.new_connections = self.new_connections.saturating_add(o.new_connections);
+        self.retry_n = self.retry_n.saturating_add(o.retry_n);
+        self.retry_sum += o.retry_sum;
     }
 
     pub fn add_think(&mut self, seconds: f64) {
