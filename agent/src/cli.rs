@@ -113,6 +113,12 @@ pub struct DetectArgs {
     /// Write the final state here (JSON: every entity with a score, clusters with members).
     #[arg(long, value_name = "PATH")]
     pub summary: Option<std::path::PathBuf>,
+    /// Write score snapshots here (JSON lines: every entity scoring at least 0.05, every
+    /// `--scores-every` seconds of record time).
+    #[arg(long, value_name = "PATH")]
+    pub scores_out: Option<std::path::PathBuf>,
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub scores_every: u64,
     /// Rows of the table per score kind.
     #[arg(long, default_value_t = 10)]
     pub top: usize,

@@ -40,6 +40,8 @@ fn detect_cmd(args: cli::DetectArgs) -> anyhow::Result<()> {
         events: args.events,
         metrics_out: args.metrics_out,
         summary_out: args.summary,
+        scores_out: args.scores_out,
+        scores_every_s: args.scores_every,
         top: args.top,
         quiet: args.quiet,
     })?;

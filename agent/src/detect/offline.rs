@@ -30,6 +30,9 @@ pub struct Options {
     pub metrics_out: Option<PathBuf>,
     /// Where the final state goes (JSON: entities with a score, clusters with members).
     pub summary_out: Option<PathBuf>,
+    /// Where score snapshots go (JSON lines: every scored entity every `scores_every_s`).
+    pub scores_out: Option<PathBuf>,
+    pub scores_every_s: u64,
     /// Rows of the table per score kind.
     pub top: usize,
     pub quiet: bool,
@@ -131,11 +134,28 @@ pub fn run(opts: &Options) -> anyhow::Result<Summary> {
     }
     let started = std::time::Instant::now();
     let mut last_progress = started;
+    let mut scores_out: Option<Box<dyn Write>> = match &opts.scores_out {
+        None => None,
+        Some(p) => Some(Box::new(std::io::BufWriter::new(
+            File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        ))),
+    };
+    let every_ns = opts.scores_every_s.max(1) * 1_000_000_000;
+    let mut next_snapshot = 0u64;
     while let Some(std::cmp::Reverse((_, i))) = heap.pop() {
         let Some(obs) = heads[i].take() else { continue };
         sum.observations += 1;
         det.observe(obs);
         write_events(&mut det, &mut out, &mut sum)?;
+        if let Some(w) = scores_out.as_mut() {
+            let now = det.clock_ns();
+            if next_snapshot == 0 {
+                next_snapshot = (now / every_ns + 1) * every_ns;
+            } else if now >= next_snapshot {
+                snapshot(&det, w, now)?;
+                next_snapshot = (now / every_ns + 1) * every_ns;
+            }
+        }
         if let Some(next) = sources[i].next(&mut sum)? {
             heap.push(std::cmp::Reverse((next.end_ns, i)));
             heads[i] = Some(next);
@@ -153,6 +173,10 @@ pub fn run(opts: &Options) -> anyhow::Result<Summary> {
     write_events(&mut det, &mut out, &mut sum)?;
     if let Some(w) = out.as_mut() {
         w.flush().context("writing events")?;
+    }
+    if let Some(w) = scores_out.as_mut() {
+        snapshot(&det, w, det.clock_ns())?;
+        w.flush().context("writing score snapshots")?;
     }
     if let Some(p) = &opts.metrics_out {
         let registry = prometheus::Registry::new();
@@ -274,6 +298,26 @@ pub fn final_state(det: &Detector) -> FinalState {
             })
             .collect(),
     }
+}
+
+/// One line: the time and every entity with a score of at least 0.05.
+fn snapshot(det: &Detector, w: &mut Box<dyn Write>, now: u64) -> anyhow::Result<()> {
+    let scores: Vec<(&str, &str, f64, f64)> = det
+        .judged()
+        .into_iter()
+        .filter(|j| j.scores[0].max(j.scores[1]) >= 0.05)
+        .map(|j| {
+            (
+                j.ty.label(),
+                j.value,
+                (j.scores[0] * 1000.0).round() / 1000.0,
+                (j.scores[1] * 1000.0).round() / 1000.0,
+            )
+        })
+        .collect();
+    serde_json::to_writer(&mut *w, &serde_json::json!({"t_ns": now, "scores": scores}))?;
+    writeln!(w)?;
+    Ok(())
 }
 
 fn write_events(

@@ -584,7 +584,10 @@ fn retry_gaps_after_429_and_requests_per_connection_are_measured() {
     let st = det.entity(EntityType::ApiKey, "retrier").unwrap();
     let f = super::judge::window_features(det.config(), st, 1, det.clock_ns());
     assert_eq!(f.throttled_share, 0.5);
-    assert!((f.retry_after_429_seconds.unwrap() - 2.0).abs() < 1e-3, "{f:?}");
+    assert!(
+        (f.retry_after_429_seconds.unwrap() - 2.0).abs() < 1e-3,
+        "{f:?}"
+    );
     assert_eq!(f.requests_per_connection, Some(2.0));
     assert_eq!(st.request_sizes.estimate(), 1);
 }

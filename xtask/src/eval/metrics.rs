@@ -406,14 +406,23 @@ pub fn evaluate(runs: &[Run], page: f64) -> Result {
     }
 }
 
-/// The largest share of `keys` inside one cluster of the run's final state.
+/// The largest share of `keys` inside one reported cluster: a cluster's detection events (its
+/// members when raised or cleared) and the run's final clusters.
 fn clustered_share(run: &Run, keys: &[String]) -> f64 {
-    run.summary["clusters"]
+    let from_events = run
+        .events
+        .iter()
+        .filter(|e| e["entity"]["type"] == "cluster")
+        .map(|e| &e["linked"]["api_keys"]);
+    let from_final = run.summary["clusters"]
         .as_array()
         .into_iter()
         .flatten()
-        .map(|c| {
-            let members: HashSet<&str> = c["api_keys"]
+        .map(|c| &c["api_keys"]);
+    from_events
+        .chain(from_final)
+        .map(|members| {
+            let members: HashSet<&str> = members
                 .as_array()
                 .into_iter()
                 .flatten()
@@ -423,6 +432,76 @@ fn clustered_share(run: &Run, keys: &[String]) -> f64 {
                 / keys.len().max(1) as f64
         })
         .fold(0.0, f64::max)
+}
+
+/// Score over time (hours since the start) of one instance per kind: the highest score over its
+/// keys, its own addresses and the clusters holding its keys, from `siphon detect`'s snapshots.
+pub fn timelines(run: &Run, snapshots: &std::path::Path) -> Vec<(String, Vec<(f64, f64)>)> {
+    let lines = crate::lab::read_jsonl(snapshots);
+    let clusters: Vec<(String, HashSet<String>)> = run.summary["clusters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let m = c["api_keys"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|k| k.as_str().map(str::to_owned))
+                .collect();
+            (c["id"].as_str().unwrap_or("").to_owned(), m)
+        })
+        .collect();
+    let mut picked: Vec<&super::synth::Instance> = Vec::new();
+    for i in &run.instances {
+        if !picked.iter().any(|p| p.kind == i.kind)
+            && (i.label != "benign"
+                || ["person", "content_generator", "app_backend", "ci_eval"].contains(&i.kind))
+        {
+            picked.push(i);
+        }
+    }
+    picked
+        .into_iter()
+        .map(|i| {
+            let mut names: HashSet<(String, String)> = HashSet::new();
+            names.extend(i.keys.iter().map(|k| ("api_key".to_owned(), k.clone())));
+            names.extend(i.ips.iter().map(|a| ("client_ip".to_owned(), a.clone())));
+            for (id, members) in &clusters {
+                if i.keys.iter().any(|k| members.contains(k)) {
+                    names.insert(("cluster".to_owned(), id.clone()));
+                }
+            }
+            let pts = lines
+                .iter()
+                .map(|l| {
+                    let t = (l["t_ns"]
+                        .as_u64()
+                        .unwrap_or(0)
+                        .saturating_sub(super::synth::T0)) as f64
+                        / 3.6e12;
+                    let best = l["scores"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|e| {
+                            names.contains(&(
+                                e[0].as_str().unwrap_or("").to_owned(),
+                                e[1].as_str().unwrap_or("").to_owned(),
+                            ))
+                        })
+                        .map(|e| {
+                            e[2].as_f64()
+                                .unwrap_or(0.0)
+                                .max(e[3].as_f64().unwrap_or(0.0))
+                        })
+                        .fold(0.0, f64::max);
+                    (t, best)
+                })
+                .collect();
+            (format!("{} ({})", i.kind, i.label), pts)
+        })
+        .collect()
 }
 
 /// Key hashes and addresses (and cluster members) → the first time one was raised.

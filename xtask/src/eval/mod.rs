@@ -251,7 +251,13 @@ pub struct Run {
     pub scored: metrics::Scored,
 }
 
-fn run_one(siphon: &Path, dir: &Path, w: &mut World<'_>, seed: u64) -> anyhow::Result<Run> {
+fn run_one(
+    siphon: &Path,
+    dir: &Path,
+    w: &mut World<'_>,
+    seed: u64,
+    snapshots: bool,
+) -> anyhow::Result<Run> {
     let log = dir.join(format!("population-{seed}.jsonl"));
     let records = {
         let mut f = std::io::BufWriter::with_capacity(
@@ -273,6 +279,16 @@ fn run_one(siphon: &Path, dir: &Path, w: &mut World<'_>, seed: u64) -> anyhow::R
         .arg(&events)
         .arg("--summary")
         .arg(&summary)
+        .args(if snapshots {
+            vec![
+                "--scores-out".to_owned(),
+                dir.join(format!("scores-{seed}.jsonl"))
+                    .display()
+                    .to_string(),
+            ]
+        } else {
+            Vec::new()
+        })
         .arg("--quiet")
         .status()
         .context("running siphon detect")?;
@@ -353,7 +369,8 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
                     &conv,
                 ));
             }
-            let mut run = run_one(&siphon, &out, &mut w, seed)?;
+            let first_report = held_out && reported.is_empty();
+            let mut run = run_one(&siphon, &out, &mut w, seed, first_report)?;
             metrics::score_run(&mut run);
             eprintln!(
                 "eval: seed {seed}: {} records scored in {:.1} s ({:.0} records/s)",
@@ -372,6 +389,10 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     let result = metrics::evaluate(&reported, page_threshold);
     let curves = metrics::curves(&reported);
     plot::roc(&out.join("roc.png"), &curves)?;
+    if let Some(run) = reported.first() {
+        let series = metrics::timelines(run, &out.join(format!("scores-{}.jsonl", run.seed)));
+        plot::timeline(&out.join("timeline.png"), &series)?;
+    }
     report::write(
         &out,
         &args,
