@@ -4,6 +4,7 @@
 //! two rate-threshold baselines set to the same false-alarm rate. Writes
 //! `target/eval/report.md`, `report.json` and `roc.png`.
 
+mod curves;
 mod kinds;
 mod metrics;
 mod plot;
@@ -387,10 +388,10 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     }
     let page_threshold = metrics::paging_threshold(&tune);
     let result = metrics::evaluate(&reported, page_threshold);
-    let curves = metrics::curves(&reported);
+    let curves = curves::curves(&reported);
     plot::roc(&out.join("roc.png"), &curves)?;
     if let Some(run) = reported.first() {
-        let series = metrics::timelines(run, &out.join(format!("scores-{}.jsonl", run.seed)));
+        let series = curves::timelines(run, &out.join(format!("scores-{}.jsonl", run.seed)));
         plot::timeline(&out.join("timeline.png"), &series)?;
     }
     report::write(

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::metrics::Curves;
+use super::curves::Curves;
 
 /// Debian's fonts-dejavu-core (installed by `cargo xtask setup`): plotters draws text with it.
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";

@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use super::{
-    metrics::{Curves, Figure, Result},
+    curves::Curves,
+    metrics::{Figure, Result},
     synth::{Trace, World},
     EvalArgs,
 };
