@@ -30,13 +30,17 @@ pub struct Features {
     pub claimed_origin_share: f64,
     pub ua_mismatch_share: f64,
     pub rtt_samples: u64,
-    /// Median TLS minus TCP round trip (lower bin edge), seconds.
-    pub rtt_gap_p50_seconds: Option<f64>,
+    /// TLS minus TCP round trip, 20th percentile (lower bin edge), seconds. A low quantile:
+    /// a relay adds its far round trip to every handshake, a busy client its CPU time to some.
+    pub rtt_gap_low_seconds: Option<f64>,
     /// Requests per connection, over connections from the client itself.
     pub requests_per_connection: Option<f64>,
     /// Mean gap from a 429 answer to the client's next request, seconds.
     pub retry_after_429_seconds: Option<f64>,
 }
+
+/// The quantile of TLS-minus-TCP gaps taken as an entity's gap.
+pub const RTT_GAP_QUANTILE: f64 = 0.2;
 
 /// Minimum samples for a quantile or a coefficient of variation to be reported.
 pub const MIN_SAMPLES: u64 = 5;
@@ -86,8 +90,8 @@ pub fn compute(b: &Bucket, span_s: f64, duty: Option<f64>) -> Features {
         claimed_origin_share: per(b.claimed as f64),
         ua_mismatch_share: per(b.ua_mismatch as f64),
         rtt_samples: b.rtt_samples as u64,
-        rtt_gap_p50_seconds: (b.rtt_samples >= 1)
-            .then(|| quantile_bin(&b.rtt_gap, 0.5).map(gap_bin_floor))
+        rtt_gap_low_seconds: (b.rtt_samples >= 1)
+            .then(|| quantile_bin(&b.rtt_gap, RTT_GAP_QUANTILE).map(gap_bin_floor))
             .flatten(),
         requests_per_connection: (b.new_connections > 0)
             .then(|| b.direct_requests as f64 / b.new_connections as f64),
@@ -197,7 +201,7 @@ mod tests {
         let f = compute(&b, 60.0, None);
         assert_eq!(f.think_p50_seconds, None);
         assert_eq!(f.interarrival_cv, None);
-        assert_eq!(f.rtt_gap_p50_seconds, None);
+        assert_eq!(f.rtt_gap_low_seconds, None);
     }
 
     #[test]

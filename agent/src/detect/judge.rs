@@ -272,7 +272,7 @@ pub fn baseline(cfg: &Config, tables: &[Table], mid: usize, now: u64) -> Baselin
             if st.raised[Kind::Relay.index()].is_some() {
                 continue;
             }
-            if let Some(g) = window_features(cfg, st, mid, now).rtt_gap_p50_seconds {
+            if let Some(g) = window_features(cfg, st, mid, now).rtt_gap_low_seconds {
                 gaps.push(g);
             }
         }

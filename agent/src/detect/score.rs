@@ -282,11 +282,11 @@ pub fn relay(
         None => cfg.rtt_gap_lo_seconds,
     };
     let gap_hi = cfg.rtt_gap_hi_seconds.max(gap_lo * 1.5);
-    let gap = match f.rtt_gap_p50_seconds {
+    let gap = match f.rtt_gap_low_seconds {
         Some(g) if f.rtt_samples >= cfg.min_rtt_connections => ramp(g, gap_lo, gap_hi),
         _ => 0.0,
     };
-    if let Some(g) = f.rtt_gap_p50_seconds {
+    if let Some(g) = f.rtt_gap_low_seconds {
         reasons.push(Reason {
             feature: "tls_tcp_rtt_gap_seconds",
             value: g,
@@ -294,7 +294,7 @@ pub fn relay(
             evidence: gap,
             text: txt!(
                 explain,
-                "TLS round trip exceeds TCP's by ≥{} (median of {}; cluster typical {})",
+                "TLS round trip exceeds TCP's by ≥{} (20th percentile of {}; cluster typical {})",
                 secs_text(g),
                 f.rtt_samples,
                 base.rtt_gap_seconds.map_or("unknown".into(), secs_text)
@@ -499,7 +499,7 @@ mod tests {
         let hc = HarvestConfig::default();
         let r0 = relay(&g, &b, 0, &rc, &hc, true).value;
         g.rtt_samples = 10;
-        g.rtt_gap_p50_seconds = Some(0.128);
+        g.rtt_gap_low_seconds = Some(0.128);
         let r1 = relay(&g, &b, 0, &rc, &hc, true).value;
         let r2 = relay(&g, &b, 3, &rc, &hc, true).value;
         g.claimed_origin_share = 1.0;
@@ -527,7 +527,7 @@ mod tests {
         let f = Features {
             requests: 50,
             rtt_samples: 20,
-            rtt_gap_p50_seconds: Some(0.004),
+            rtt_gap_low_seconds: Some(0.004),
             ..Features::default()
         };
         assert_eq!(
