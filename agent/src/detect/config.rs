@@ -2,7 +2,7 @@
 //! Read from a TOML file (`--detect-config`); every field has a default, documented in
 //! README.md ("Detection"), and unknown fields are an error so a typo is not silently ignored.
 
-use std::{net::IpAddr, path::Path, time::Duration};
+use std::{net::IpAddr, path::Path};
 
 use serde::Deserialize;
 
@@ -358,8 +358,18 @@ impl Config {
         }
     }
 
-    pub fn eval_interval(&self) -> Duration {
-        Duration::from_secs_f64(self.eval_interval_seconds)
+    /// Raise and clear levels of a score kind.
+    pub fn levels(&self, kind: super::events::Kind) -> (f64, f64) {
+        match kind {
+            super::events::Kind::Harvest => (self.harvest.raise, self.harvest.clear),
+            super::events::Kind::Relay => (self.relay.raise, self.relay.clear),
+        }
+    }
+
+    /// The window the baseline, clusters and exported rates use: the second one (10 minutes
+    /// by default), or the only one.
+    pub fn middle_window(&self) -> usize {
+        self.windows_seconds.len().min(2).saturating_sub(1)
     }
 }
 

@@ -48,21 +48,6 @@ impl EntityType {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EntityKey {
-    pub ty: EntityType,
-    pub value: Box<str>,
-}
-
-impl EntityKey {
-    pub fn new(ty: EntityType, value: &str) -> EntityKey {
-        EntityKey {
-            ty,
-            value: value.into(),
-        }
-    }
-}
-
 /// What an entity is linked to.
 #[derive(Clone, Debug, Default)]
 pub struct Links {

@@ -95,10 +95,7 @@ pub fn score_entity(ctx: &Ctx<'_>, _ty: EntityType, st: &EntityState, explain: b
 
 /// Whether a score would raise or clear the detection held in `raised`.
 fn crosses(ctx: &Ctx<'_>, kind: Kind, score: f64, raised: bool, allowed: bool) -> bool {
-    let (raise, clear) = match kind {
-        Kind::Harvest => (ctx.cfg.harvest.raise, ctx.cfg.harvest.clear),
-        Kind::Relay => (ctx.cfg.relay.raise, ctx.cfg.relay.clear),
-    };
+    let (raise, clear) = ctx.cfg.levels(kind);
     if raised {
         score < clear
     } else {
@@ -141,10 +138,7 @@ fn transition(
     first_seen: u64,
     events: &mut Vec<DetectionEvent>,
 ) {
-    let (raise, clear) = match kind {
-        Kind::Harvest => (ctx.cfg.harvest.raise, ctx.cfg.harvest.clear),
-        Kind::Relay => (ctx.cfg.relay.raise, ctx.cfg.relay.clear),
-    };
+    let (raise, clear) = ctx.cfg.levels(kind);
     let hold_ns = (ctx.cfg.hold_seconds * 1e9) as u64;
     let state = match raised {
         None if score.value >= raise && allowed.is_none() => {
@@ -319,7 +313,7 @@ impl<'a> Judged<'a> {
         cfg: &Config,
         now: u64,
     ) -> Judged<'a> {
-        let mid = cfg.windows_seconds.len().min(2).saturating_sub(1);
+        let mid = cfg.middle_window();
         let f = window_features(cfg, st, mid, now);
         Judged {
             ty,

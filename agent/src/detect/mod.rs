@@ -125,6 +125,12 @@ impl Detector {
 
     /// Events produced since the last call.
     pub fn take_events(&mut self) -> Vec<DetectionEvent> {
+        for e in &self.events {
+            match e.state {
+                events::State::Raised => self.stats.raised += 1,
+                events::State::Cleared => self.stats.cleared += 1,
+            }
+        }
         std::mem::take(&mut self.events)
     }
 
@@ -291,24 +297,11 @@ impl Detector {
                 }
             }
         }
-        self.count_events();
-    }
-
-    fn count_events(&mut self) {
-        let (mut r, mut c) = (0, 0);
-        for e in &self.events {
-            match e.state {
-                events::State::Raised => r += 1,
-                events::State::Cleared => c += 1,
-            }
-        }
-        self.stats.raised = self.stats.raised.max(r);
-        self.stats.cleared = self.stats.cleared.max(c);
     }
 
     /// Baseline, clusters, memory estimate.
     fn refresh(&mut self, now: u64) {
-        let mid = self.cfg.windows_seconds.len().min(2).saturating_sub(1);
+        let mid = self.cfg.middle_window();
         self.baseline = judge::baseline(&self.cfg, &self.tables, mid, now);
         self.clusters = judge::clusters(
             &self.cfg,

@@ -12,7 +12,6 @@ use anyhow::Context as _;
 
 use super::{
     config::Config,
-    entity::EntityType,
     events::{DetectionEvent, State},
     export::DetectorMetrics,
     input::{parse_line, LineError, Observation},
@@ -268,7 +267,7 @@ pub fn final_state(det: &Detector) -> FinalState {
                 raised_relay: j.raised[1],
                 requests_per_second: j.requests_per_second,
                 features: det.entity(j.ty, j.value).map(|st| {
-                    let mid = det.config().windows_seconds.len().min(2).saturating_sub(1);
+                    let mid = det.config().middle_window();
                     super::judge::window_features(det.config(), st, mid, det.clock_ns())
                 }),
                 distinct: det.entity(j.ty, j.value).map(|st| Distinct {
@@ -395,7 +394,6 @@ fn print_table(det: &Detector, sum: &Summary, top: usize, secs: f64) {
             );
         }
     }
-    let _ = EntityType::ALL;
 }
 
 fn shorten(s: &str, n: usize) -> String {

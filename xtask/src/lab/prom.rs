@@ -11,6 +11,8 @@ use std::{
 use anyhow::Context as _;
 use serde_json::Value;
 
+use super::verdict::{actors, owners_of, strs, Owners};
+
 /// Inside the server node's namespace only.
 pub const LISTEN: &str = "127.0.0.1:9090";
 
@@ -130,7 +132,7 @@ pub fn firing(topo: &super::topology::Topology) -> anyhow::Result<Vec<(String, S
 /// `cluster_owner`.
 pub fn alert_failures(
     firing: &[(String, String, String)],
-    owner: &HashMap<(String, String), Vec<String>>,
+    owner: &Owners,
     labels: &HashMap<String, String>,
 ) -> Vec<String> {
     let mut got: HashSet<(String, &str)> = HashSet::new();
@@ -170,42 +172,13 @@ pub fn alert_failures(
 /// Who each entity belongs to (ground truth: key hashes, the addresses the servers see; a
 /// cluster to the actor holding most of its keys, from the agents' detection logs), and each
 /// actor's label.
-/// (entity type, value) → the actors it belongs to.
-pub type Owners = HashMap<(String, String), Vec<String>>;
-
 pub fn owners(out: &Path) -> anyhow::Result<(Owners, HashMap<String, String>)> {
     let truth: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("ground_truth.json"))?)?;
-    let strs = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|x| x.as_str().map(str::to_owned))
-            .collect()
-    };
-    let mut owner: HashMap<(String, String), Vec<String>> = HashMap::new();
-    let mut labels = HashMap::new();
-    for a in truth["actors"].as_array().into_iter().flatten() {
-        let id = a["id"].as_str().unwrap_or("?").to_owned();
-        labels.insert(id.clone(), a["label"].as_str().unwrap_or("?").to_owned());
-        let keys = if a["via"] == "litellm" {
-            strs(&a["upstream_key_hashes"])
-        } else {
-            strs(&a["key_hashes"])
-        };
-        for k in keys {
-            owner
-                .entry(("api_key".into(), k))
-                .or_default()
-                .push(id.clone());
-        }
-        for ip in strs(&a["seen_at_server_as"]) {
-            owner
-                .entry(("client_ip".into(), ip))
-                .or_default()
-                .push(id.clone());
-        }
-    }
+    let truth_actors = actors(&truth);
+    let mut owner = owners_of(&truth_actors);
+    let labels: HashMap<String, String> =
+        truth_actors.into_iter().map(|a| (a.id, a.label)).collect();
     for role in ["server", "ingress"] {
         for e in super::view::read_jsonl(&out.join(format!("siphon-{role}-detections.jsonl"))) {
             if e["entity"]["type"] != "cluster" {

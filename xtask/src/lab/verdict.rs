@@ -55,7 +55,7 @@ pub fn run_detect(siphon: &Path, out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn strs(v: &Value) -> Vec<String> {
+pub fn strs(v: &Value) -> Vec<String> {
     v.as_array()
         .map(|a| {
             a.iter()
@@ -63,6 +63,57 @@ fn strs(v: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// An actor as the ground truth has it: the keys the servers see (behind LiteLLM, the
+/// router's own) and the addresses they see it from.
+pub struct TruthActor {
+    pub id: String,
+    pub label: String,
+    pub keys: Vec<String>,
+    pub addresses: Vec<String>,
+}
+
+/// (entity type, value) → the actors it belongs to.
+pub type Owners = HashMap<(String, String), Vec<String>>;
+
+pub fn actors(truth: &Value) -> Vec<TruthActor> {
+    truth["actors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| TruthActor {
+            id: a["id"].as_str().unwrap_or("?").to_owned(),
+            label: a["label"].as_str().unwrap_or("?").to_owned(),
+            // Behind LiteLLM the servers see the router's own keys, not the users'.
+            keys: if a["via"] == "litellm" {
+                strs(&a["upstream_key_hashes"])
+            } else {
+                strs(&a["key_hashes"])
+            },
+            addresses: strs(&a["seen_at_server_as"]),
+        })
+        .collect()
+}
+
+/// Keys and addresses → their actors (a key or address several actors use belongs to each).
+pub fn owners_of(actors: &[TruthActor]) -> Owners {
+    let mut owner = Owners::new();
+    for a in actors {
+        for k in &a.keys {
+            owner
+                .entry(("api_key".into(), k.clone()))
+                .or_default()
+                .push(a.id.clone());
+        }
+        for ip in &a.addresses {
+            owner
+                .entry(("client_ip".into(), ip.clone()))
+                .or_default()
+                .push(a.id.clone());
+        }
+    }
+    owner
 }
 
 pub fn verdicts(out: &Path) -> anyhow::Result<(Vec<ActorVerdict>, Vec<String>)> {
@@ -73,38 +124,21 @@ pub fn verdicts(out: &Path) -> anyhow::Result<(Vec<ActorVerdict>, Vec<String>)> 
         &std::fs::read_to_string(out.join("detect-summary.json")).context("detect-summary.json")?,
     )?;
     let events = read_jsonl(&out.join("detections-cluster.jsonl"));
-    let mut owner: HashMap<(String, String), Vec<String>> = HashMap::new();
+    let truth_actors = actors(&truth);
+    let owner = owners_of(&truth_actors);
     let mut verdicts: BTreeMap<String, ActorVerdict> = BTreeMap::new();
     let mut actor_keys: HashMap<String, Vec<String>> = HashMap::new();
-    for a in truth["actors"].as_array().into_iter().flatten() {
-        let id = a["id"].as_str().unwrap_or("?").to_owned();
-        let mut keys = strs(&a["key_hashes"]);
-        // Behind LiteLLM the servers see the router's own keys, not the users'.
-        if a["via"] == "litellm" {
-            keys = strs(&a["upstream_key_hashes"]);
-        }
-        for k in &keys {
-            owner
-                .entry(("api_key".into(), k.clone()))
-                .or_default()
-                .push(id.clone());
-        }
-        for ip in strs(&a["seen_at_server_as"]) {
-            owner
-                .entry(("client_ip".into(), ip))
-                .or_default()
-                .push(id.clone());
-        }
+    for a in truth_actors {
         verdicts.insert(
-            id.clone(),
+            a.id.clone(),
             ActorVerdict {
-                id: id.clone(),
-                label: a["label"].as_str().unwrap_or("?").to_owned(),
-                keys: keys.len(),
+                id: a.id.clone(),
+                label: a.label,
+                keys: a.keys.len(),
                 ..ActorVerdict::default()
             },
         );
-        actor_keys.insert(id, keys);
+        actor_keys.insert(a.id, a.keys);
     }
     let cluster_owner = |keys: &[String]| -> Vec<String> {
         let mut n: HashMap<&str, usize> = HashMap::new();
