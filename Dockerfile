@@ -12,6 +12,8 @@ COPY .cargo ./.cargo
 COPY agent ./agent
 COPY agent-common ./agent-common
 COPY agent-ebpf ./agent-ebpf
+# Workspace members the image does not build, but cargo reads their manifests.
+COPY bench ./bench
 COPY xtask ./xtask
 RUN cargo xtask setup --build-only
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

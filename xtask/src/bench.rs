@@ -1,13 +1,13 @@
 //! `cargo xtask bench`: the kernel program's cost per packet under BPF_PROG_TEST_RUN, next to
 //! a floor program and a minimal LRU flow counter measured in the same run. Figures, not a
 //! test: a missed target is flagged in the table and the command still succeeds. The method is
-//! described in agent/src/bin/siphon-bench/main.rs.
+//! described in bench/runner/src/main.rs.
 
 use std::process::Command;
 
 use clap::Args;
 
-use crate::cmd::{build_agent_release, require_root, run};
+use crate::cmd::{build_release, require_root, run};
 
 /// Unset options take siphon-bench's defaults, so they are defined in one place.
 #[derive(Args)]
@@ -34,7 +34,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     require_root("the benchmark loads eBPF programs (CAP_BPF, CAP_NET_ADMIN)")?;
     // Release, as `run` builds: the figures are the kernel's and do not depend on it, but the
     // untimed work between calls (restoring state, draining) is quicker.
-    let mut bench = Command::new(build_agent_release("siphon-bench")?);
+    let mut bench = Command::new(build_release("siphon-bench", "siphon-bench")?);
     for (flag, value) in [
         ("--runs", args.runs),
         ("--repeat", args.repeat),

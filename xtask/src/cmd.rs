@@ -20,11 +20,16 @@ pub fn require_root(why: &str) -> anyhow::Result<()> {
 
 /// `cargo build --release -p agent --bin <bin>` in the workspace; returns the binary's path.
 pub fn build_agent_release(bin: &str) -> anyhow::Result<PathBuf> {
+    build_release("agent", bin)
+}
+
+/// Builds `bin` of workspace package `package` in release and returns its path.
+pub fn build_release(package: &str, bin: &str) -> anyhow::Result<PathBuf> {
     let root = workspace_root();
     run(
         Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
             .current_dir(&root)
-            .args(["build", "--release", "-p", "agent", "--bin", bin]),
+            .args(["build", "--release", "-p", package, "--bin", bin]),
     )?;
     // Where cargo put it: CARGO_TARGET_DIR (relative to the workspace) if set.
     let target = std::env::var_os("CARGO_TARGET_DIR")

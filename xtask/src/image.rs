@@ -138,7 +138,7 @@ mod tests {
             .expect("a RUN step with `cargo build --release`");
         assert!(setup < build, "set-up must come before the build");
         // Every workspace member the build needs is in the context.
-        for member in ["agent", "agent-common", "agent-ebpf", "xtask"] {
+        for member in ["agent", "agent-common", "agent-ebpf", "bench", "xtask"] {
             assert!(
                 steps
                     .iter()

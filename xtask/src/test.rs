@@ -30,7 +30,7 @@ pub fn test(args: &TestArgs) -> anyhow::Result<()> {
     let root = workspace_root();
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
-    // The kernel crate only builds for the BPF target, with nightly.
+    // The kernel crates only build for the BPF target, with nightly.
     run(Command::new("cargo")
         .current_dir(&root)
         .args([
@@ -38,6 +38,8 @@ pub fn test(args: &TestArgs) -> anyhow::Result<()> {
             "clippy",
             "-p",
             "agent-ebpf",
+            "-p",
+            "bench-ebpf",
             "--target",
             "bpfel-unknown-none",
             "-Z",
@@ -68,7 +70,15 @@ pub fn test(args: &TestArgs) -> anyhow::Result<()> {
         ]))?;
 
     let mut t = cargo();
-    t.args(["test", "--workspace", "--exclude", "agent-ebpf", "--"]);
+    t.args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "agent-ebpf",
+        "--exclude",
+        "bench-ebpf",
+        "--",
+    ]);
     if args.unprivileged {
         eprintln!("xtask: --unprivileged: the tests that load eBPF or create network namespaces are skipped");
     } else {

@@ -64,7 +64,7 @@ use siphon_agent::{
     kernel_maps::{self, CounterMaps, FlowMaps},
 };
 
-/// The baseline programs (agent-ebpf/src/bin/baselines.rs), built by build.rs with Siphon's.
+/// The baseline programs (bench/ebpf), built by build.rs.
 static BASELINES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baselines"));
 const PROG_FLOOR: &str = "bench_floor";
 const PROG_LRU: &str = "bench_lru_counter";

@@ -1,4 +1,4 @@
-//! Reference programs for `cargo xtask bench` (agent/src/bin/siphon-bench/main.rs). They are never
+//! Reference programs for `cargo xtask bench` (bench/runner/src/main.rs). They are never
 //! attached anywhere: the bench runs them under BPF_PROG_TEST_RUN next to `siphon_ingress`, so
 //! Siphon's per-packet cost is read against what any TC program costs on the same machine, in
 //! the same run.
@@ -16,7 +16,7 @@
 
 // Siphon's module, shared as source: the baseline uses only its add, not its or.
 #[allow(dead_code)]
-#[path = "../atomic.rs"]
+#[path = "../../../agent-ebpf/src/atomic.rs"]
 mod atomic;
 
 use aya_ebpf::{
