@@ -110,6 +110,31 @@ pub struct ExchangeRecord {
     pub handshake: Handshake,
 }
 
+impl ExchangeRecord {
+    /// The record for `exchange` on flow `key`, ended by `end` (one of [`exchange_end`]):
+    /// userspace builds the ones the kernel did not emit itself (an exchange carried by a
+    /// request-start record, one still open when its flow is swept) with this, so they are
+    /// exactly what the kernel would have sent.
+    pub const fn new(
+        end: u8,
+        client: u8,
+        key: FlowKey,
+        exchange: Exchange,
+        handshake: Handshake,
+    ) -> ExchangeRecord {
+        ExchangeRecord {
+            kind: record_kind::EXCHANGE,
+            end,
+            client,
+            _pad: 0,
+            key,
+            _pad2: 0,
+            exchange,
+            handshake,
+        }
+    }
+}
+
 /// Largest payload prefix one record carries. Request heads are captured up to the load-time
 /// capture length (default 1024, at most this); a TLS ClientHello is gathered across segments,
 /// one record per segment, up to [`HELLO_MAX`].

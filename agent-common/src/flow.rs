@@ -16,6 +16,20 @@ pub const fn v4_mapped(v4_network_order: u32) -> Addr {
     ]
 }
 
+/// The address an [`Addr`] holds: IPv4 when v4-mapped, IPv6 otherwise. The inverse of how the
+/// kernel stores addresses, kept next to [`v4_mapped`] so the two cannot drift.
+pub fn addr_to_ip(a: &Addr) -> core::net::IpAddr {
+    let mut bytes = [0u8; 16];
+    for (chunk, word) in bytes.chunks_exact_mut(4).zip(a) {
+        chunk.copy_from_slice(&word.to_ne_bytes());
+    }
+    let v6 = core::net::Ipv6Addr::from(bytes);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => core::net::IpAddr::V4(v4),
+        None => core::net::IpAddr::V6(v6),
+    }
+}
+
 /// Which side of a normalised flow key a packet travels from.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,4 +217,26 @@ pub struct ServicePortKey {
     pub port: u16,
     pub proto: u8,
     pub _pad: u8,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn addresses_round_trip_through_the_kernel_form() {
+        let v4 = v4_mapped(u32::from_ne_bytes([10, 1, 2, 3]));
+        assert_eq!(addr_to_ip(&v4), IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)));
+        let v6: Addr = [
+            u32::from_ne_bytes([0xfd, 0, 0, 0]),
+            0,
+            0,
+            u32::from_ne_bytes([0, 0, 0, 1]),
+        ];
+        assert_eq!(
+            addr_to_ip(&v6),
+            IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1))
+        );
+    }
 }

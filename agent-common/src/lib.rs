@@ -8,10 +8,22 @@
 pub mod counters;
 pub mod exchange;
 pub mod flow;
+pub mod wire;
 
 pub use counters::*;
 pub use exchange::*;
 pub use flow::*;
+
+/// Kernel timestamps and durations are nanoseconds; what leaves the agent is seconds.
+pub fn ns_to_secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+/// Seconds from `from_ns` to `to_ns`; none when the start was never stamped (0) or the two are
+/// out of order (a record from before a clock step).
+pub fn secs_between(from_ns: u64, to_ns: u64) -> Option<f64> {
+    (from_ns != 0 && to_ns >= from_ns).then(|| ns_to_secs(to_ns - from_ns))
+}
 
 /// Names of the maps and programs in the eBPF object, so both sides agree on them.
 pub mod names {

@@ -9,8 +9,9 @@
 //! request/response protocol does not make concurrently.
 
 use agent_common::{
-    exchange_end, exchange_flag, payload_what, phase, tcp_flag, FlowKey, FlowState, KernelCounter,
-    Side, HELLOS_MAX, HELLO_MAX,
+    exchange_end, exchange_flag, payload_what, phase, tcp_flag,
+    wire::{is_unpipelined_request, starts_http_request, tls},
+    FlowKey, FlowState, KernelCounter, Side, HELLOS_MAX, HELLO_MAX,
 };
 use aya_ebpf::programs::TcContext;
 use core::mem::MaybeUninit;
@@ -22,10 +23,6 @@ use crate::{
     parse::Packet,
 };
 
-const TLS_HANDSHAKE: u8 = 0x16;
-const TLS_CHANGE_CIPHER_SPEC: u8 = 0x14;
-const TLS_MAJOR: u8 = 0x03;
-const TLS_CLIENT_HELLO: u8 = 0x01;
 /// Payload bytes sniffed: enough for a TLS record header and the handshake type.
 const PREFIX: usize = 6;
 
@@ -270,21 +267,6 @@ fn is_interim_status(ctx: &TcContext, pkt: &Packet) -> bool {
     code[0] == b' ' && code[1] == b'1' && !(code[2] == b'0' && code[3] == b'1')
 }
 
-/// Whether a request line's method is one clients do not pipeline (POST, PATCH).
-#[inline(always)]
-fn is_unpipelined_method(p: &[u8; PREFIX]) -> bool {
-    matches!(&p[..4], b"POST" | b"PATC")
-}
-
-/// Whether a payload starts like an HTTP/1.x request line.
-#[inline(always)]
-fn is_http_method(p: &[u8; PREFIX]) -> bool {
-    matches!(
-        &p[..4],
-        b"GET " | b"POST" | b"PUT " | b"HEAD" | b"DELE" | b"PATC" | b"OPTI" | b"CONN" | b"TRAC"
-    )
-}
-
 #[inline(always)]
 unsafe fn client_data(
     ctx: &TcContext,
@@ -302,7 +284,7 @@ unsafe fn client_data(
         let sniffed = payload_prefix(ctx, pkt, &mut prefix);
         // Not read unless `sniffed`: then payload_prefix has filled it.
         let p: *const [u8; PREFIX] = prefix.as_ptr();
-        let starts_head = sniffed && is_http_method(&*p);
+        let starts_head = sniffed && starts_http_request(&*p);
         let cap = events::head_capture_len();
         let turn_offset;
         if (*ex).phase == phase::RESPONSE
@@ -350,7 +332,7 @@ unsafe fn client_data(
             turn_offset = 0;
             if starts_head {
                 (*ex).flags |= exchange_flag::HTTP_REQUEST;
-                if !is_unpipelined_method(&*p) {
+                if !is_unpipelined_request(&*p) {
                     (*ex).flags |= exchange_flag::MAY_PIPELINE;
                 }
                 if pkt.payload_len > cap {
@@ -370,9 +352,15 @@ unsafe fn client_data(
         // SOCKS or CONNECT exchange opened. Bounded per flow.
         if sniffed && (*st).hellos < HELLOS_MAX && (*st).hello_got >= (*st).hello_want {
             let p = &*p;
-            let want = if p[0] == TLS_HANDSHAKE && p[1] == TLS_MAJOR && p[5] == TLS_CLIENT_HELLO {
-                5 + u16::from_be_bytes([p[3], p[4]]) as u32
-            } else if p[0] == TLS_CHANGE_CIPHER_SPEC && p[1] == TLS_MAJOR && p[3] == 0 && p[4] == 1
+            let want = if p[0] == tls::CONTENT_HANDSHAKE
+                && p[1] == tls::VERSION_MAJOR
+                && p[5] == tls::HANDSHAKE_CLIENT_HELLO
+            {
+                tls::RECORD_HEADER_LEN as u32 + u16::from_be_bytes([p[3], p[4]]) as u32
+            } else if p[0] == tls::CONTENT_CHANGE_CIPHER_SPEC
+                && p[1] == tls::VERSION_MAJOR
+                && p[3] == 0
+                && p[4] == 1
             {
                 // CCS (6 bytes) then the handshake record, whose length we cannot see here.
                 pkt.payload_len

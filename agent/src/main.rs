@@ -1,19 +1,19 @@
 //! `siphon`: network telemetry for AI-inference clusters. See README.md.
 
-use siphon_agent::{cli, replay_cmd, run};
+use siphon_agent::cmd::{args, replay, run};
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = args::Cli::parse();
     init_tracing(&cli.log_level);
     let result = match cli.command {
-        cli::Command::Run(args) => run::run(args),
-        cli::Command::Replay(args) => replay_cmd::replay(args),
-        cli::Command::Detect(args) => detect_cmd(args),
-        cli::Command::Version => {
+        args::Command::Run(args) => run::run(args),
+        args::Command::Replay(args) => replay::replay(args),
+        args::Command::Detect(args) => detect_cmd(args),
+        args::Command::Version => {
             println!("siphon {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
@@ -28,8 +28,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn detect_cmd(args: cli::DetectArgs) -> anyhow::Result<()> {
-    use siphon_agent::detect::{config::Config, offline};
+fn detect_cmd(args: args::DetectArgs) -> anyhow::Result<()> {
+    use siphon_agent::{cmd::detect as offline, detect::config::Config};
     let config = match &args.config {
         Some(p) => Config::from_file(p)?,
         None => Config::default(),

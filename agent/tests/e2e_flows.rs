@@ -10,11 +10,8 @@ use std::{
     time::Duration,
 };
 
-use common::{
-    netns::{LinkStats, NetNs, Pair},
-    prom,
-    siphon::Agent,
-};
+use common::{prom, siphon::Agent};
+use siphon_testkit::{LinkStats, NetNs, Pair};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -69,7 +66,9 @@ fn tcp_exchange(
     request: usize,
     reply: usize,
 ) -> Moved {
-    let listener = server_ns.run(move || TcpListener::bind(server).expect("bind"));
+    let listener = server_ns
+        .run(move || TcpListener::bind(server).expect("bind"))
+        .expect("a thread in the test namespace");
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     std::thread::scope(|s| {
         let srv = s.spawn(move || {
@@ -82,17 +81,19 @@ fn tcp_exchange(
             done_rx.recv_timeout(TIMEOUT).expect("client done");
             (got.len() as u64, bytes_retrans(&conn))
         });
-        let (client_got, client_retrans) = client_ns.run(move || {
-            let mut c = TcpStream::connect_timeout(&server, TIMEOUT).expect("connect");
-            c.set_read_timeout(Some(TIMEOUT)).expect("timeout");
-            c.write_all(&vec![b'c'; request]).expect("client write");
-            c.shutdown(Shutdown::Write).expect("half-close");
-            let mut got = Vec::new();
-            c.read_to_end(&mut got).expect("client read");
-            let retrans = bytes_retrans(&c);
-            done_tx.send(()).expect("signal");
-            (got.len() as u64, retrans)
-        });
+        let (client_got, client_retrans) = client_ns
+            .run(move || {
+                let mut c = TcpStream::connect_timeout(&server, TIMEOUT).expect("connect");
+                c.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+                c.write_all(&vec![b'c'; request]).expect("client write");
+                c.shutdown(Shutdown::Write).expect("half-close");
+                let mut got = Vec::new();
+                c.read_to_end(&mut got).expect("client read");
+                let retrans = bytes_retrans(&c);
+                done_tx.send(()).expect("signal");
+                (got.len() as u64, retrans)
+            })
+            .expect("a thread in the test namespace");
         let (server_got, server_retrans) = srv.join().expect("server thread");
         assert_eq!(
             server_got, request as u64,
@@ -121,7 +122,9 @@ fn udp_exchange(
     size: usize,
     reply: usize,
 ) -> Moved {
-    let sock = server_ns.run(move || UdpSocket::bind(server).expect("bind udp"));
+    let sock = server_ns
+        .run(move || UdpSocket::bind(server).expect("bind udp"))
+        .expect("a thread in the test namespace");
     sock.set_read_timeout(Some(TIMEOUT)).expect("timeout");
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -135,26 +138,28 @@ fn udp_exchange(
                 );
             }
         });
-        client_ns.run(move || {
-            let bind: SocketAddr = if server.is_ipv4() {
-                "0.0.0.0:0"
-            } else {
-                "[::]:0"
-            }
-            .parse()
-            .expect("addr");
-            let c = UdpSocket::bind(bind).expect("bind client");
-            c.set_read_timeout(Some(TIMEOUT)).expect("timeout");
-            let mut buf = vec![0u8; 65536];
-            // One at a time: a lost datagram shows up as a timeout, not as a miscount.
-            for _ in 0..n {
-                assert_eq!(
-                    c.send_to(&vec![b'q'; size], server).expect("udp send"),
-                    size
-                );
-                assert_eq!(c.recv_from(&mut buf).expect("udp recv").0, reply);
-            }
-        });
+        client_ns
+            .run(move || {
+                let bind: SocketAddr = if server.is_ipv4() {
+                    "0.0.0.0:0"
+                } else {
+                    "[::]:0"
+                }
+                .parse()
+                .expect("addr");
+                let c = UdpSocket::bind(bind).expect("bind client");
+                c.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+                let mut buf = vec![0u8; 65536];
+                // One at a time: a lost datagram shows up as a timeout, not as a miscount.
+                for _ in 0..n {
+                    assert_eq!(
+                        c.send_to(&vec![b'q'; size], server).expect("udp send"),
+                        size
+                    );
+                    assert_eq!(c.recv_from(&mut buf).expect("udp recv").0, reply);
+                }
+            })
+            .expect("a thread in the test namespace");
     });
     Moved {
         to_server: (n * size) as u64,
@@ -180,7 +185,7 @@ fn agent_iface(m: &std::collections::HashMap<String, f64>, dev: &str) -> LinkSta
 fn quiet_reading(agent: &Agent, ns: &NetNs, dev: &str) -> (LinkStats, LinkStats) {
     for _ in 0..50 {
         let before = agent_iface(&agent.metrics(), dev);
-        let kernel = ns.link_stats(dev);
+        let kernel = ns.link_stats(dev).expect("link stats");
         let after = agent_iface(&agent.metrics(), dev);
         if before == after {
             return (before, kernel);
@@ -235,7 +240,7 @@ fn assert_flow_payload(agent: &Agent, server: SocketAddr, moved: &Moved) {
 #[test]
 #[ignore = "privileged: network namespaces and eBPF; run with `cargo xtask test`"]
 fn counts_match_kernel_and_sockets_then_detaches_cleanly() {
-    let pair = Pair::new(11);
+    let pair = Pair::new(11).expect("a veth pair between two test namespaces");
     let port = 19_947;
     let mut agent = Agent::start(
         &pair.a,
@@ -332,22 +337,24 @@ fn counts_match_kernel_and_sockets_then_detaches_cleanly() {
 
 fn assert_nothing_left(ns: &NetNs, dev: &str) {
     let dev_owned = dev.to_owned();
-    let attached = ns.run(move || {
-        let mut names = Vec::new();
-        for t in [
-            aya::programs::TcAttachType::Ingress,
-            aya::programs::TcAttachType::Egress,
-        ] {
-            let (_, progs) =
-                aya::programs::SchedClassifier::query_tcx(&dev_owned, t).expect("query tcx");
-            names.extend(
-                progs
-                    .iter()
-                    .map(|p| p.name_as_str().unwrap_or("?").to_owned()),
-            );
-        }
-        names
-    });
+    let attached = ns
+        .run(move || {
+            let mut names = Vec::new();
+            for t in [
+                aya::programs::TcAttachType::Ingress,
+                aya::programs::TcAttachType::Egress,
+            ] {
+                let (_, progs) =
+                    aya::programs::SchedClassifier::query_tcx(&dev_owned, t).expect("query tcx");
+                names.extend(
+                    progs
+                        .iter()
+                        .map(|p| p.name_as_str().unwrap_or("?").to_owned()),
+                );
+            }
+            names
+        })
+        .expect("a thread in the test namespace");
     assert!(
         attached.is_empty(),
         "tcx programs left on {dev}: {attached:?}"

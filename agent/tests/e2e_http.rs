@@ -15,12 +15,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{
-    netns::{NetNs, Pair},
-    prom,
-    siphon::Agent,
-};
+use common::{prom, siphon::Agent};
 use serde_json::Value;
+use siphon_testkit::{NetNs, Pair};
 
 const KEYS: [&str; 2] = ["sk-lab-alpha-7f3c9e1d2b", "sk-lab-bravo-4a8e6c0f91"];
 const PORT: u16 = 8000;
@@ -223,7 +220,8 @@ fn pipelined_pair(ns: &NetNs, server: SocketAddr, key: &str) {
             assert!(n > 0, "server closed early");
             got.extend_from_slice(&buf[..n]);
         }
-    });
+    })
+    .expect("a thread in the test namespace");
 }
 
 fn complete_responses(mut b: &[u8]) -> usize {
@@ -262,7 +260,7 @@ fn exchanges(path: &Path) -> Vec<Value> {
 #[test]
 #[ignore = "privileged: network namespaces and eBPF; run with `cargo xtask test`"]
 fn requests_match_the_server_log() {
-    let pair = Pair::new(21);
+    let pair = Pair::new(21).expect("a veth pair between two test namespaces");
     let dir = std::env::temp_dir().join(format!("siphon-e2e-http-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tmp dir");
     let server = Server::start(&pair.b, &dir);

@@ -13,9 +13,9 @@ use aya::{
     Ebpf,
 };
 use etherparse::{PacketBuilder, VlanId};
-use siphon_agent::{
-    ebpf_object::{self, LoadOptions},
-    kernel_maps::{self, CounterMaps, FlowMaps},
+use siphon_agent::kernel::{
+    maps::{self, CounterMaps, FlowMaps},
+    object::{self, LoadOptions},
 };
 
 /// TC_ACT_UNSPEC (-1) as the u32 the kernel reports: "continue as if no program ran".
@@ -39,8 +39,8 @@ struct Snapshot {
 impl Harness {
     fn new() -> Harness {
         let mut ebpf =
-            ebpf_object::load(LoadOptions::for_tests()).expect("load eBPF object (are you root?)");
-        let (counters, flows) = kernel_maps::take_all(&mut ebpf).expect("maps");
+            object::load(LoadOptions::for_tests()).expect("load eBPF object (are you root?)");
+        let (counters, flows) = maps::take_all(&mut ebpf).expect("maps");
         let events = ebpf.take_map(names::MAP_EVENTS).expect("EVENTS map");
         let events = RingBuf::try_from(events).expect("EVENTS is a ring buffer");
         Harness {
@@ -56,8 +56,8 @@ impl Harness {
     fn response_head_offsets(&mut self) -> Vec<u64> {
         let mut out = Vec::new();
         while let Some(record) = self.events.next() {
-            if let Ok(siphon_agent::events::Event::Payload(p)) =
-                siphon_agent::events::parse(&record)
+            if let Ok(siphon_agent::pipeline::records::Event::Payload(p)) =
+                siphon_agent::pipeline::records::parse(&record)
             {
                 if p.what == payload_what::RESPONSE_HEAD {
                     out.push(p.turn_offset);

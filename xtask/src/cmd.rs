@@ -7,8 +7,6 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
-use crate::test::workspace_root;
-
 /// Fails with `why` unless running as root (eBPF, network namespaces, packages).
 pub fn require_root(why: &str) -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
@@ -16,6 +14,18 @@ pub fn require_root(why: &str) -> anyhow::Result<()> {
         bail!("{why}: run as root");
     }
     Ok(())
+}
+
+/// The workspace's root directory (xtask's manifest sits one level below it).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `cargo` (the one running xtask), in the workspace root.
+pub fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(workspace_root());
+    c
 }
 
 /// `cargo build --release -p agent --bin <bin>` in the workspace; returns the binary's path.

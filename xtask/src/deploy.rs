@@ -11,7 +11,7 @@ use std::{
 use anyhow::{bail, Context as _};
 use clap::Args;
 
-use crate::{cmd::run, test::workspace_root};
+use crate::cmd::{run, workspace_root};
 
 /// The one rule file: Prometheus loads it as is, the PrometheusRule is rendered from it.
 pub const RULES: &str = "deploy/prometheus/rules.yaml";

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use anyhow::bail;
 use clap::Args;
 
-use crate::{cmd::run, test::workspace_root};
+use crate::cmd::{run, workspace_root};
 
 const ENGINES: &[&str] = &["docker", "podman"];
 

@@ -17,9 +17,8 @@ use anyhow::{ensure, Context as _};
 use clap::Args;
 
 use crate::{
-    cmd::{build_agent_release, output, require_root, run},
+    cmd::{build_agent_release, output, require_root, run, workspace_root},
     setup::ensure_debian_packages,
-    test::workspace_root,
 };
 
 #[derive(Args)]

@@ -39,6 +39,9 @@ const TEST_PACKAGES: &[&str] = &[
 const LITELLM: &str = "litellm[proxy]==1.108.7";
 const LITELLM_VERSION: &str = "1.108.7";
 
+/// `cargo xtask test` fails on a declared dependency nothing uses.
+const CARGO_MACHETE_VERSION: &str = "0.9.2";
+
 #[derive(clap::Args)]
 pub struct SetupArgs {
     /// Only what building the `siphon` binary needs (nightly rust-src, LLVM, bpf-linker): no
@@ -73,6 +76,7 @@ pub fn setup_with(args: &SetupArgs) -> anyhow::Result<()> {
     }
     ensure_python_packages()?;
     ensure_litellm()?;
+    ensure_cargo_tool("cargo-machete", CARGO_MACHETE_VERSION)?;
     warn_without_kubectl();
     eprintln!("xtask: set-up complete (nightly LLVM {llvm}, bpf-linker ready)");
     Ok(())
@@ -261,6 +265,18 @@ fn ensure_bpf_linker(llvm: u32) -> anyhow::Result<()> {
 fn linker_llvm_matches(home: &Path, llvm: u32) -> bool {
     let record = fs::read_to_string(home.join(".crates2.json")).unwrap_or_default();
     record.contains("bpf-linker") && record.contains(&format!("\"llvm-{llvm}\""))
+}
+
+/// Installs a cargo subcommand at `version` unless that version answers `--version` already
+/// (`cargo install` would rebuild it every time otherwise).
+fn ensure_cargo_tool(tool: &str, version: &str) -> anyhow::Result<()> {
+    let sub = tool.trim_start_matches("cargo-");
+    let installed = output(Command::new("cargo").args([sub, "--version"]));
+    if installed.is_some_and(|v| v.contains(version)) {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {tool} {version}");
+    run(Command::new("cargo").args(["install", "--locked", tool, "--version", version]))
 }
 
 #[cfg(test)]

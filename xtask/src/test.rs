@@ -1,10 +1,10 @@
 //! `cargo xtask test`: everything CI checks, in the order that fails fastest.
 
-use std::{path::PathBuf, process::Command};
+use std::process::Command;
 
 use clap::Args;
 
-use crate::cmd::run;
+use crate::cmd::{cargo, run, workspace_root};
 
 #[derive(Args)]
 pub struct TestArgs {
@@ -16,20 +16,12 @@ pub struct TestArgs {
     cargo_test_args: Vec<String>,
 }
 
-pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn cargo() -> Command {
-    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    c.current_dir(workspace_root());
-    c
-}
-
 pub fn test(args: &TestArgs) -> anyhow::Result<()> {
     let root = workspace_root();
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    // Every declared dependency is used (set-up installs cargo-machete).
+    run(cargo().arg("machete"))?;
     // The kernel crates only build for the BPF target, with nightly.
     run(Command::new("cargo")
         .current_dir(&root)

@@ -2,8 +2,7 @@
 //! they are turned into a keyed hash the moment they are seen, and the raw
 //! bytes never reach a returned value, a `Debug` string, or an error.
 
-use std::fmt;
-use std::path::Path;
+use std::{fmt, path::Path};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

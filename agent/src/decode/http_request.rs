@@ -4,15 +4,16 @@
 //! stop mid-line. Everything on complete lines is decoded and the result is
 //! flagged `truncated` rather than thrown away.
 
-use std::fmt;
-use std::net::IpAddr;
+use std::{fmt, net::IpAddr};
 
-use super::api_key::{api_key_in_header, ApiKeyHash, ApiKeyHasher};
-use super::forwarded::ForwardedChain;
-use super::route::Route;
-use super::text::bounded_lossy;
-use super::user_agent::UaFamily;
-use super::DecodeError;
+use super::{
+    api_key::{api_key_in_header, ApiKeyHash, ApiKeyHasher},
+    forwarded::ForwardedChain,
+    route::Route,
+    text::bounded_lossy,
+    user_agent::UaFamily,
+    DecodeError,
+};
 
 /// Enough for real clients (browsers send ~20); JA4H saturates at 99 anyway.
 pub const MAX_HEADERS: usize = 128;

@@ -325,3 +325,30 @@ fn client_ip_table() {
         assert_eq!(client_ip(fwd, peer, *hops), want, "hops {hops}");
     }
 }
+
+/// The kernel starts a turn where a segment begins with one of `wire::HTTP_REQUEST_PREFIXES`;
+/// the decoder names methods. Every prefix must belong to a method the decoder names, and every
+/// named method must start a turn, or one side would split requests the other does not.
+#[test]
+fn turn_start_prefixes_and_named_methods_agree() {
+    use agent_common::wire::{starts_http_request, HTTP_REQUEST_PREFIXES};
+    let named = [
+        "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    for token in named {
+        let line = format!("{token} / HTTP/1.1\r\n\r\n");
+        assert_ne!(parse(line.as_bytes()).unwrap().method, Method::Other);
+        assert!(
+            starts_http_request(line.as_bytes()),
+            "{token} starts no turn"
+        );
+    }
+    for prefix in HTTP_REQUEST_PREFIXES {
+        let owner = named
+            .iter()
+            .filter(|m| format!("{m} ").as_bytes().starts_with(&prefix))
+            .count();
+        assert_eq!(owner, 1, "prefix {:?}", String::from_utf8_lossy(&prefix));
+    }
+    assert_eq!(HTTP_REQUEST_PREFIXES.len(), named.len());
+}

@@ -3,8 +3,10 @@
 
 use std::fmt;
 
-use super::text::{hash12, hex4_list, hex_digit, two_digits, EMPTY_HASH12};
-use super::tls_hello::ClientHello;
+use super::{
+    text::{hash12, hex4_list, hex_digit, two_digits, EMPTY_HASH12},
+    tls_hello::ClientHello,
+};
 
 const EXT_SERVER_NAME: u16 = 0x0000;
 const EXT_ALPN: u16 = 0x0010;

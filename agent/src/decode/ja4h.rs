@@ -6,8 +6,10 @@
 
 use std::fmt;
 
-use super::http_request::RequestHead;
-use super::text::{hash12, two_digits, EMPTY_HASH12};
+use super::{
+    http_request::RequestHead,
+    text::{hash12, two_digits, EMPTY_HASH12},
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ja4h {

@@ -2,14 +2,19 @@
 //! reference captures: every JA4 / JA4_r / JA4_o / JA4_ro / JA4H / JA4H_ro /
 //! JA4T value in the `.json` twins must be reproduced from the packets.
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
 
 use serde_json::Value;
 
-use super::test_capture::{Capture, Connection, Endpoint};
-use super::{parse_request_head, ClientHello, Ja4, Ja4h, Ja4t, Ja4ts, Transport};
+use super::{
+    parse_request_head,
+    test_capture::{Capture, Connection, Endpoint},
+    ClientHello, Ja4, Ja4h, Ja4t, Ja4ts, Transport,
+};
 
 /// The JSON twins carry no JA4T, so these come from FoxIO's Wireshark
 /// plugin test data for the same captures (wireshark/test/testdata), keyed

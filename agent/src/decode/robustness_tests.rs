@@ -1,8 +1,7 @@
 //! Every decoder fed mutated and random bytes: none may panic, and no
 //! output may carry a raw API key.
 
-use super::test_hello::spec_example;
-use super::*;
+use super::{test_hello::spec_example, *};
 
 const RAW_KEY: &str = "sk-RAWKEY-0123456789abcdefghijklmnop";
 

@@ -2,14 +2,14 @@
 //! streams plus SYN / SYN-ACK headers, enough to feed the decoders the way
 //! the agent's kernel side would.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::path::Path;
+use std::{collections::HashMap, net::IpAddr, path::Path};
 
 use etherparse::{EtherType, NetSlice, SlicedPacket, TransportSlice};
-use pcap_file::pcap::PcapReader;
-use pcap_file::pcapng::{Block, PcapNgReader};
-use pcap_file::DataLink;
+use pcap_file::{
+    pcap::PcapReader,
+    pcapng::{Block, PcapNgReader},
+    DataLink,
+};
 
 /// Plenty for every request in the reference captures.
 const MAX_STREAM_BYTES: u64 = 4 << 20;

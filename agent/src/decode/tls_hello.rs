@@ -1,11 +1,10 @@
 //! TLS ClientHello decoding, from the TLS record layer of a TCP stream or
 //! from a bare handshake message (as QUIC CRYPTO frames carry it).
 
-use super::text::bounded_lossy;
-use super::DecodeError;
+use agent_common::wire::tls::{CONTENT_HANDSHAKE, HANDSHAKE_CLIENT_HELLO};
 
-const CONTENT_HANDSHAKE: u8 = 22;
-const HANDSHAKE_CLIENT_HELLO: u8 = 1;
+use super::{text::bounded_lossy, DecodeError};
+
 /// RFC 8446 §5.1 caps plaintext records at 2^14; the slack tolerates
 /// peers that mis-size a record without letting a length field run away.
 const MAX_RECORD_LEN: usize = (1 << 14) + 2048;

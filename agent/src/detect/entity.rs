@@ -170,7 +170,7 @@ impl EntityState {
             .filter(|&e| e != 0 && e <= start_ns)
             .max()?;
         let gap = start_ns - prev;
-        (gap <= max_ns).then(|| gap as f64 / 1e9)
+        (gap <= max_ns).then(|| agent_common::ns_to_secs(gap))
     }
 
     pub fn note_end(&mut self, end_ns: u64) {

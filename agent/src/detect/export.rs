@@ -12,6 +12,7 @@ use super::{
     judge::Judged,
     Detector,
 };
+use crate::export::registry::register;
 
 pub const OTHER: &str = "_other";
 
@@ -30,14 +31,6 @@ pub struct DetectorMetrics {
     memory: IntGauge,
     exported: BTreeSet<(EntityType, String)>,
     last_counts: BTreeMap<(&'static str, &'static str), u64>,
-}
-
-fn reg<T: prometheus::core::Collector + Clone + 'static>(
-    r: &Registry,
-    c: T,
-) -> prometheus::Result<T> {
-    r.register(Box::new(c.clone()))?;
-    Ok(c)
 }
 
 impl DetectorMetrics {
@@ -71,17 +64,17 @@ impl DetectorMetrics {
         let ke = &["kind", "entity_type", "entity"];
         let e = &["entity_type", "entity"];
         Ok(DetectorMetrics {
-            score: reg(r, GaugeVec::new(Opts::new("siphon_entity_score", "Detector score in [0, 1] by kind (harvest, relay), for the top K entities by score and by volume and every raised one; the rest as entity=\"_other\" (their maximum)."), ke)?)?,
-            raised: reg(r, GaugeVec::new(Opts::new("siphon_entity_raised", "1 while the entity's detection of this kind is raised."), ke)?)?,
-            rps: reg(r, GaugeVec::new(Opts::new("siphon_entity_requests_per_second", "Requests per second over the middle window (10 minutes by default); _other is the sum of the rest."), e)?)?,
-            bytes: reg(r, GaugeVec::new(Opts::new("siphon_entity_response_bytes_per_second", "Response bytes per second over the middle window; _other is the sum of the rest."), e)?)?,
-            detections: reg(r, IntCounterVec::new(Opts::new("siphon_detections_total", "Detections raised, by kind and entity type."), &["kind", "entity_type"])?)?,
-            active: reg(r, IntGaugeVec::new(Opts::new("siphon_detections_active", "Detections currently raised."), &["kind", "entity_type"])?)?,
-            tracked: reg(r, IntGaugeVec::new(Opts::new("siphon_entities_tracked", "Entities the detector holds state for."), &["entity_type"])?)?,
-            created: reg(r, IntCounterVec::new(Opts::new("siphon_entities_created_total", "Entities the detector started tracking (a flood of new clients shows here)."), &["entity_type"])?)?,
-            evicted: reg(r, IntCounterVec::new(Opts::new("siphon_entities_evicted_total", "Entities evicted because their table was full (least recently seen first)."), &["entity_type"])?)?,
-            records: reg(r, IntCounterVec::new(Opts::new("siphon_detector_records_total", "Exchanges the detector took, by result (request, handshake, late, ignored, joined, fingerprint_only, duplicate)."), &["result"])?)?,
-            memory: reg(r, IntGauge::new("siphon_detector_memory_bytes", "Estimated bytes of detector state (entities, clusters, pending joins).")?)?,
+            score: register(r, GaugeVec::new(Opts::new("siphon_entity_score", "Detector score in [0, 1] by kind (harvest, relay), for the top K entities by score and by volume and every raised one; the rest as entity=\"_other\" (their maximum)."), ke)?)?,
+            raised: register(r, GaugeVec::new(Opts::new("siphon_entity_raised", "1 while the entity's detection of this kind is raised."), ke)?)?,
+            rps: register(r, GaugeVec::new(Opts::new("siphon_entity_requests_per_second", "Requests per second over the middle window (10 minutes by default); _other is the sum of the rest."), e)?)?,
+            bytes: register(r, GaugeVec::new(Opts::new("siphon_entity_response_bytes_per_second", "Response bytes per second over the middle window; _other is the sum of the rest."), e)?)?,
+            detections: register(r, IntCounterVec::new(Opts::new("siphon_detections_total", "Detections raised, by kind and entity type."), &["kind", "entity_type"])?)?,
+            active: register(r, IntGaugeVec::new(Opts::new("siphon_detections_active", "Detections currently raised."), &["kind", "entity_type"])?)?,
+            tracked: register(r, IntGaugeVec::new(Opts::new("siphon_entities_tracked", "Entities the detector holds state for."), &["entity_type"])?)?,
+            created: register(r, IntCounterVec::new(Opts::new("siphon_entities_created_total", "Entities the detector started tracking (a flood of new clients shows here)."), &["entity_type"])?)?,
+            evicted: register(r, IntCounterVec::new(Opts::new("siphon_entities_evicted_total", "Entities evicted because their table was full (least recently seen first)."), &["entity_type"])?)?,
+            records: register(r, IntCounterVec::new(Opts::new("siphon_detector_records_total", "Exchanges the detector took, by result (request, handshake, late, ignored, joined, fingerprint_only, duplicate)."), &["result"])?)?,
+            memory: register(r, IntGauge::new("siphon_detector_memory_bytes", "Estimated bytes of detector state (entities, clusters, pending joins).")?)?,
             exported: BTreeSet::new(),
             last_counts: BTreeMap::new(),
         })

@@ -50,7 +50,7 @@ pub const MIN_DUTY_SLOTS: u64 = 6;
 /// The span a window's rates are divided by: the window, or less for a young entity, but never
 /// below `floor_seconds` (a burst in the first seconds is not a rate).
 pub fn span_seconds(window_s: f64, first_seen_ns: u64, now_ns: u64, floor_seconds: f64) -> f64 {
-    let age = now_ns.saturating_sub(first_seen_ns) as f64 / 1e9;
+    let age = agent_common::ns_to_secs(now_ns.saturating_sub(first_seen_ns));
     age.min(window_s).max(floor_seconds.min(window_s))
 }
 
@@ -76,7 +76,7 @@ pub fn compute(b: &Bucket, span_s: f64, duty: Option<f64>) -> Features {
         span_seconds: span_s,
         requests: n,
         requests_per_second: n as f64 / span_s,
-        concurrency: b.busy_ns as f64 / 1e9 / span_s,
+        concurrency: agent_common::ns_to_secs(b.busy_ns) / span_s,
         response_bytes_per_second: b.response_bytes as f64 / span_s,
         output_tokens_per_second: b.output_tokens as f64 / span_s,
         output_tokens_per_response: per(b.output_tokens as f64),

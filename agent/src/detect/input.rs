@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::Deserialize;
 
-use crate::report::{ExchangeReport, Report};
+use crate::pipeline::report::{ExchangeReport, Report};
 
 /// One exchange as the detector sees it. Times are on the records' clock: Unix time when the
 /// record carries it, else the kernel's monotonic clock.
@@ -228,7 +228,7 @@ pub fn parse_line(line: &str) -> Result<Observation, LineError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{HttpInfo, TcpInfo, TlsInfo};
+    use crate::pipeline::report::{HttpInfo, TcpInfo, TlsInfo};
 
     pub fn sample_report() -> ExchangeReport {
         ExchangeReport {

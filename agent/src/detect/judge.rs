@@ -40,7 +40,7 @@ pub fn window_features(cfg: &Config, st: &EntityState, i: usize, now: u64) -> Fe
     let slot_ns = cfg.slot_seconds * 1_000_000_000;
     let duty = features::duty_cycle(st, slot_ns, now);
     let (sum, len) = match st.windows.get(i) {
-        Some(w) => (w.sum(now), w.len_ns() as f64 / 1e9),
+        Some(w) => (w.sum(now), agent_common::ns_to_secs(w.len_ns())),
         None => (Bucket::default(), 1.0),
     };
     features_of(&sum, len, st.first_seen_ns, duty, now)

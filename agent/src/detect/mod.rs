@@ -18,8 +18,8 @@ pub mod features;
 pub mod input;
 pub mod join;
 pub mod judge;
-pub mod offline;
 pub mod score;
+pub mod sink;
 pub mod sketch;
 pub mod window;
 
@@ -224,7 +224,7 @@ impl Detector {
             st.note_end(obs.end_ns);
             // The first request after a 429: how long the client waited to retry.
             let retry = (st.throttled_end_ns != 0 && obs.start_ns >= st.throttled_end_ns)
-                .then(|| (obs.start_ns - st.throttled_end_ns) as f64 / 1e9);
+                .then(|| agent_common::ns_to_secs(obs.start_ns - st.throttled_end_ns));
             if retry.is_some() {
                 st.throttled_end_ns = 0;
             }
@@ -387,7 +387,7 @@ fn update(st: &mut EntityState, s: &Sample<'_>, slot_ns: u64) -> bool {
     st.first_seen_ns = st.first_seen_ns.min(s.start);
     st.dirty = true;
     let gap = (st.last_start_ns != 0 && s.start >= st.last_start_ns)
-        .then(|| (s.start - st.last_start_ns) as f64 / 1e9);
+        .then(|| agent_common::ns_to_secs(s.start - st.last_start_ns));
     st.last_start_ns = st.last_start_ns.max(s.start);
     let mut any = false;
     for w in st.windows.iter_mut() {

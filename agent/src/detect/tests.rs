@@ -449,8 +449,10 @@ fn a_flood_of_new_clients_stays_within_the_table_and_the_series_bound() {
 
 #[test]
 fn live_reports_and_logged_lines_give_the_same_events() {
-    use crate::detect::input::{observation_of, parse_line};
-    use crate::report::{ExchangeReport, HttpInfo, Report, TcpInfo};
+    use crate::{
+        detect::input::{observation_of, parse_line},
+        pipeline::report::{ExchangeReport, HttpInfo, Report, TcpInfo},
+    };
     let mut rng = Lcg(31);
     let mut obs = population(&mut rng, 15);
     obs.extend(harvester(

@@ -20,12 +20,15 @@ use aya::{
 };
 
 use crate::{
-    assemble::DecodeConfig,
-    capacity::CapacityMetrics,
-    ebpf_object::{self, LoadOptions},
-    kernel_maps,
-    metrics::{BuildInfo, Metrics},
-    pipeline::Pipeline,
+    export::{
+        capacity::CapacityMetrics,
+        metrics::{BuildInfo, Metrics},
+    },
+    kernel::{
+        maps,
+        object::{self, LoadOptions},
+    },
+    pipeline::{assemble::DecodeConfig, Pipeline},
 };
 
 pub use capture::{CaptureError, Frame};
@@ -37,7 +40,7 @@ pub struct ReplayOptions {
     pub json: Option<PathBuf>,
     pub metrics_out: Option<PathBuf>,
     pub decode: DecodeConfig,
-    pub services: crate::services::ServiceMap,
+    pub services: crate::pipeline::services::ServiceMap,
     pub head_capture_bytes: u32,
     pub progress: bool,
 }
@@ -58,13 +61,13 @@ const MAX_TEST_RUN_FRAME: usize = 3_500;
 const DRAIN_EVERY: u64 = 512;
 
 pub fn replay(opts: ReplayOptions) -> anyhow::Result<ReplaySummary> {
-    let mut ebpf = ebpf_object::load(LoadOptions {
+    let mut ebpf = object::load(LoadOptions {
         max_flows: 1 << 20,
         time_source: TimeSource::SkbTstamp,
         head_capture_bytes: opts.head_capture_bytes,
         ringbuf_bytes: 64 << 20,
     })?;
-    let (counters, flow_maps) = kernel_maps::take_all(&mut ebpf)?;
+    let (counters, flow_maps) = maps::take_all(&mut ebpf)?;
     let mut ring = RingBuf::try_from(
         ebpf.take_map(names::MAP_EVENTS)
             .context("EVENTS map missing")?,
@@ -83,7 +86,7 @@ pub fn replay(opts: ReplayOptions) -> anyhow::Result<ReplaySummary> {
     };
     let mut pipeline = Pipeline::new(opts.decode, capacity, json)
         .with_wall_clock(crate::pipeline::WallClock::Unix);
-    let program: &mut SchedClassifier = ebpf_object::classifier(&mut ebpf, names::PROG_INGRESS)?;
+    let program: &mut SchedClassifier = object::classifier(&mut ebpf, names::PROG_INGRESS)?;
 
     let mut reader = capture::open(&opts.capture)?;
     let total_bytes = std::fs::metadata(&opts.capture)

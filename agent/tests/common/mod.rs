@@ -1,7 +1,6 @@
-//! Helpers for the privileged tests: network namespaces that clean up after themselves, the
-//! agent as a child process, and reading its HTTP endpoints.
+//! Helpers for the privileged tests: the agent as a child process and reading its HTTP
+//! endpoints. Namespaces and veth pairs come from `siphon-testkit`.
 #![allow(dead_code)] // each test binary uses a different subset
 
-pub mod netns;
 pub mod prom;
 pub mod siphon;

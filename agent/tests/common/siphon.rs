@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::netns::NetNs;
+use siphon_testkit::NetNs;
 
 pub struct Agent<'a> {
     pub ns: &'a NetNs,
@@ -69,7 +69,9 @@ impl<'a> Agent<'a> {
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
         let port = self.port;
         let path = path.to_owned();
-        self.ns.run(move || http_get(port, &path))
+        self.ns
+            .run(move || http_get(port, &path))
+            .expect("a thread in the test namespace")
     }
 
     pub fn metrics(&self) -> std::collections::HashMap<String, f64> {

@@ -46,9 +46,9 @@ use aya::{
     sys::{enable_stats, Stats},
     Ebpf,
 };
-use siphon_agent::{
-    ebpf_object::{self, LoadOptions},
-    kernel_maps,
+use siphon_agent::kernel::{
+    maps as kernel_maps,
+    object::{self as ebpf_object, LoadOptions},
 };
 
 use crate::{BASELINES, HEAD_CAPTURE_BYTES, MAX_FLOWS, PROG_FLOOR, PROG_LRU};

@@ -59,9 +59,9 @@ use aya::{
     Ebpf,
 };
 use clap::Parser;
-use siphon_agent::{
-    ebpf_object::{self, LoadOptions},
-    kernel_maps::{self, CounterMaps, FlowMaps},
+use siphon_agent::kernel::{
+    maps::{self as kernel_maps, CounterMaps, FlowMaps},
+    object::{self as ebpf_object, LoadOptions},
 };
 
 /// The baseline programs (bench/ebpf), built by build.rs.

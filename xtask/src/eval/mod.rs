@@ -20,7 +20,7 @@ use anyhow::Context as _;
 use clap::Args;
 use rand::Rng;
 
-use crate::{cmd, test::workspace_root};
+use crate::cmd::{self, workspace_root};
 use synth::World;
 
 #[derive(Args, Clone)]

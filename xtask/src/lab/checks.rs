@@ -294,7 +294,7 @@ pub fn run(out: &Path, report: &RunReport) -> anyhow::Result<Vec<String>> {
         }
     }
     // 5. The shipped rules and dashboard query only metrics the agents export.
-    let root = crate::test::workspace_root();
+    let root = crate::cmd::workspace_root();
     for file in [
         "deploy/prometheus/rules.yaml",
         "deploy/grafana/siphon-overview.json",

@@ -41,7 +41,7 @@ use std::{
 use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
 
-use crate::{cmd, test::workspace_root};
+use crate::cmd::{self, workspace_root};
 use procs::Procs;
 use topology::{Topology, SUBNET};
 

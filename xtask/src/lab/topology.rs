@@ -2,13 +2,10 @@
 //! per-namespace /etc/netns/<ns>/hosts so nodes find each other by name. Everything is deleted
 //! when the [`Topology`] drops, also on panic or Ctrl-C.
 
-use std::{
-    fs,
-    path::PathBuf,
-    process::{Command, Stdio},
-};
+use std::{fs, path::PathBuf, process::Command};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
+use siphon_testkit::NetNs;
 
 /// The lab subnet. Only inside the lab's own namespaces: nothing of it reaches the host.
 pub const SUBNET: &str = "10.213.77";
@@ -34,41 +31,20 @@ pub struct Topology {
     pub prefix: String,
     pub net_ns: String,
     pub nodes: Vec<Node>,
-    created: Vec<String>,
+    /// Namespace guards, deleted in reverse order of creation.
+    created: Vec<NetNs>,
     hosts_dirs: Vec<PathBuf>,
     delay_lines: Vec<super::delayline::DelayLine>,
 }
 
 fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .context("running ip (iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    siphon_testkit::ip(args).map(drop)
 }
 
 fn in_ns(ns: &str, program: &str, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, program])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "{program} {} in {ns}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    let mut full = vec!["netns", "exec", ns, program];
+    full.extend_from_slice(args);
+    ip(&full).with_context(|| format!("in {ns}"))
 }
 
 /// Namespaces whose name starts with `prefix` (to check that nothing is left behind).
@@ -95,20 +71,17 @@ impl Topology {
             hosts_dirs: Vec::new(),
             delay_lines: Vec::new(),
         };
-        ip(&["netns", "add", &t.net_ns])?;
-        t.created.push(t.net_ns.clone());
+        t.created.push(NetNs::create(&t.net_ns)?);
         let net = t.net_ns.clone();
         ip(&["-n", &net, "link", "add", "br0", "type", "bridge"])?;
         ip(&["-n", &net, "link", "set", "br0", "up"])?;
-        ip(&["-n", &net, "link", "set", "lo", "up"])?;
         let hosts: String = nodes
             .iter()
             .map(|n| format!("{} {}.lab\n", n.ip(), n.role))
             .chain(std::iter::once("127.0.0.1 localhost\n".to_owned()))
             .collect();
         for (i, node) in nodes.iter().enumerate() {
-            ip(&["netns", "add", &node.ns])?;
-            t.created.push(node.ns.clone());
+            t.created.push(NetNs::create(&node.ns)?);
             let port = format!("p{i}");
             if node.delay_ms == 0 {
                 ip(&[
@@ -158,7 +131,6 @@ impl Topology {
                 ));
             }
             ip(&["-n", &net, "link", "set", &port, "master", "br0", "up"])?;
-            ip(&["-n", &node.ns, "link", "set", "lo", "up"])?;
             for addr in &node.ips {
                 ip(&[
                     "-n",
@@ -199,9 +171,8 @@ impl Topology {
 
     pub fn teardown(&mut self) {
         self.delay_lines.clear();
-        for ns in self.created.drain(..).rev() {
-            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-        }
+        // Dropping a guard deletes its namespace.
+        while self.created.pop().is_some() {}
         for dir in self.hosts_dirs.drain(..) {
             let _ = fs::remove_dir_all(dir);
         }

@@ -7,13 +7,16 @@ use std::{collections::HashMap, time::Instant};
 
 use agent_common::{CounterKind, Direction, KernelCounter};
 use prometheus::{
-    Encoder as _, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder as _, Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::{
-    flows::{EvictReason, FlowDirection, SweepOutcome},
-    kernel_maps::CounterMaps,
+    export::registry::{counter_vec, histogram, register},
+    kernel::{
+        maps::CounterMaps,
+        sweep::{EvictReason, FlowDirection, SweepOutcome},
+    },
 };
 
 pub struct Metrics {
@@ -65,28 +68,6 @@ fn advance(last: &mut HashMap<SeriesId, u64>, id: SeriesId, counter: &IntCounter
     }
 }
 
-fn counter_vec(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> prometheus::Result<IntCounterVec> {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-    registry.register(Box::new(c.clone()))?;
-    Ok(c)
-}
-
-fn histogram(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    buckets: Vec<f64>,
-) -> prometheus::Result<Histogram> {
-    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
-    registry.register(Box::new(h.clone()))?;
-    Ok(h)
-}
-
 /// Static facts about this agent, exported as siphon_build_info.
 pub struct BuildInfo<'a> {
     pub attach_mode: &'a str,
@@ -96,38 +77,48 @@ pub struct BuildInfo<'a> {
 impl Metrics {
     pub fn new(info: &BuildInfo<'_>) -> prometheus::Result<Metrics> {
         let r = Registry::new();
-        let build = IntGaugeVec::new(
-            Opts::new(
-                "siphon_build_info",
-                "Siphon build and runtime facts; always 1.",
-            ),
-            &["version", "attach_mode", "kernel"],
+        let build = register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "siphon_build_info",
+                    "Siphon build and runtime facts; always 1.",
+                ),
+                &["version", "attach_mode", "kernel"],
+            )?,
         )?;
-        r.register(Box::new(build.clone()))?;
         build
             .with_label_values(&[env!("CARGO_PKG_VERSION"), info.attach_mode, info.kernel])
             .set(1);
 
-        let flows_created = IntCounter::new(
-            "siphon_flows_created_total",
-            "Flows the kernel program added to the flow table.",
+        let flows_created = register(
+            &r,
+            IntCounter::new(
+                "siphon_flows_created_total",
+                "Flows the kernel program added to the flow table.",
+            )?,
         )?;
-        r.register(Box::new(flows_created.clone()))?;
-        let flows_active = IntGauge::new(
-            "siphon_flows_active",
-            "Flows in the kernel flow table at the last sweep.",
+        let flows_active = register(
+            &r,
+            IntGauge::new(
+                "siphon_flows_active",
+                "Flows in the kernel flow table at the last sweep.",
+            )?,
         )?;
-        r.register(Box::new(flows_active.clone()))?;
-        let attached_interfaces = IntGauge::new(
-            "siphon_attached_interfaces",
-            "Interfaces Siphon's programs are attached to.",
+        let attached_interfaces = register(
+            &r,
+            IntGauge::new(
+                "siphon_attached_interfaces",
+                "Interfaces Siphon's programs are attached to.",
+            )?,
         )?;
-        r.register(Box::new(attached_interfaces.clone()))?;
-        let attach_errors = IntCounter::new(
-            "siphon_attach_errors_total",
-            "Failed attempts to attach to an interface that appeared after start.",
+        let attach_errors = register(
+            &r,
+            IntCounter::new(
+                "siphon_attach_errors_total",
+                "Failed attempts to attach to an interface that appeared after start.",
+            )?,
         )?;
-        r.register(Box::new(attach_errors.clone()))?;
 
         let m = Metrics {
             iface_packets: counter_vec(&r, "siphon_interface_packets_total", "Packets seen by the TC hook, per interface and direction (one per skb: a GSO/GRO skb counts once).", &["interface", "direction"])?,
@@ -141,14 +132,10 @@ impl Metrics {
                 &["what"],
             )?,
             flows_created,
-            tcp_retransmitted: {
-                let c = IntCounter::new(
-                    "siphon_tcp_retransmitted_bytes_total",
-                    "TCP payload bytes seen again (retransmissions): counted on flows and interfaces, left out of exchange sizes.",
-                )?;
-                r.register(Box::new(c.clone()))?;
-                c
-            },
+            tcp_retransmitted: register(&r, IntCounter::new(
+                "siphon_tcp_retransmitted_bytes_total",
+                "TCP payload bytes seen again (retransmissions): counted on flows and interfaces, left out of exchange sizes.",
+            )?)?,
             proto_packets: counter_vec(&r, "siphon_ip_protocol_packets_total", "Packets of IP protocols other than TCP and UDP, by protocol.", &["protocol"])?,
             proto_bytes: counter_vec(&r, "siphon_ip_protocol_bytes_total", "Bytes of IP protocols other than TCP and UDP, by protocol.", &["protocol"])?,
             flows_active,

@@ -100,7 +100,3 @@ pub struct HelloReport {
     /// Why no fingerprint: the decoder's reason (e.g. truncated).
     pub error: Option<&'static str>,
 }
-
-pub fn secs(from_ns: u64, to_ns: u64) -> Option<f64> {
-    (from_ns != 0 && to_ns >= from_ns).then(|| (to_ns - from_ns) as f64 / 1e9)
-}

@@ -145,7 +145,8 @@ pub struct PipelineArgs {
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=16))]
     pub trusted_proxy_hops: u8,
     /// Bytes of each request/response head the kernel captures (64 to 2048). Default 1024 for
-    /// `run`; `replay` defaults to 2048, as fidelity matters more than cost offline.
+    /// `run` (LIVE_HEAD_CAPTURE_BYTES); `replay` defaults to 2048 (REPLAY_HEAD_CAPTURE_BYTES), as
+    /// fidelity matters more than cost offline.
     #[arg(long, value_parser = clap::value_parser!(u32).range(64..=2048))]
     pub head_capture_bytes: Option<u32>,
 }

@@ -14,7 +14,7 @@ use axum::{
 };
 use serde::Deserialize;
 
-use crate::run::Shared;
+use crate::export::state::Shared;
 
 /// The endpoint's routes. `/flows` lists client addresses, so it can be left out
 /// (`--no-flows-endpoint`): it then answers 404 like any unknown path.

@@ -11,6 +11,16 @@ const MIN_TESTED_KERNEL: &str = "6.1";
 /// The object built by build.rs from agent-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/siphon"));
 
+/// Head bytes `siphon run` captures by default. Every field the pipeline reads (request line,
+/// the API-key, User-Agent and forwarding headers; the status line and content type) sits in
+/// the first kilobyte of the heads we have seen, and the copy into the ring is the capture
+/// paths' largest cost, so live capture stops there.
+pub const LIVE_HEAD_CAPTURE_BYTES: u32 = 1024;
+
+/// Head bytes `siphon replay` captures by default: all a record can carry, as fidelity matters
+/// more than cost offline (a long cookie can push an API key past the first kilobyte).
+pub const REPLAY_HEAD_CAPTURE_BYTES: u32 = CAPTURE_MAX as u32;
+
 #[derive(Clone, Copy, Debug)]
 pub struct LoadOptions {
     pub max_flows: u32,
@@ -27,7 +37,7 @@ impl LoadOptions {
         LoadOptions {
             max_flows: 4096,
             time_source: TimeSource::Monotonic,
-            head_capture_bytes: 1024,
+            head_capture_bytes: LIVE_HEAD_CAPTURE_BYTES,
             ringbuf_bytes: 8 << 20,
         }
     }

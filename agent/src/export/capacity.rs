@@ -1,12 +1,15 @@
 //! Capacity metrics from exchange reports: per service, request and response sizes, time to
 //! first byte, response duration, streamed chunks; request counts by method, route, status.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramVec, IntCounterVec, Registry};
 
 use crate::{
-    assemble::AssemblyStats,
-    report::{ExchangeReport, Report},
-    services::ServiceMap,
+    export::registry,
+    pipeline::{
+        assemble::AssemblyStats,
+        report::{ExchangeReport, Report},
+        services::ServiceMap,
+    },
 };
 
 /// The `what` values of `siphon_pipeline_events_total`.
@@ -57,36 +60,20 @@ fn hist(
     help: &str,
     buckets: Vec<f64>,
 ) -> prometheus::Result<HistogramVec> {
-    let h = HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(buckets),
-        &["service"],
-    )?;
-    r.register(Box::new(h.clone()))?;
-    Ok(h)
-}
-
-fn counter(
-    r: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> prometheus::Result<IntCounterVec> {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-    r.register(Box::new(c.clone()))?;
-    Ok(c)
+    registry::histogram_vec(r, name, help, &["service"], buckets)
 }
 
 impl CapacityMetrics {
     pub fn new(r: &Registry, services: ServiceMap) -> prometheus::Result<CapacityMetrics> {
         let m = CapacityMetrics {
-            requests: counter(r, "siphon_requests_total", "Exchanges (requests) seen, by service, HTTP method, route and status class (method \"none\" when not HTTP or encrypted).", &["service", "method", "route", "status_class"])?,
+            requests: registry::counter_vec(r, "siphon_requests_total", "Exchanges (requests) seen, by service, HTTP method, route and status class (method \"none\" when not HTTP or encrypted).", &["service", "method", "route", "status_class"])?,
             request_size: hist(r, "siphon_request_size_bytes", "Request payload bytes (head and body, TCP payload) per exchange.", size_buckets())?,
             response_size: hist(r, "siphon_response_size_bytes", "Response payload bytes per exchange.", size_buckets())?,
             ttfb: hist(r, "siphon_time_to_first_byte_seconds", "Response first byte minus request last byte, at the hook.", time_buckets())?,
             duration: hist(r, "siphon_response_duration_seconds", "Response last byte minus response first byte (streaming duration).", time_buckets())?,
             chunks: hist(r, "siphon_response_chunks", "Server segments with PSH per response (about one per streamed write: tokens, SSE events).", chunk_buckets())?,
-            hellos: counter(r, "siphon_tls_client_hellos_total", "TLS ClientHellos gathered, by result (fingerprinted, incomplete, invalid).", &["service", "result"])?,
-            assembly: counter(r, "siphon_pipeline_events_total", "Userspace pipeline outcomes that are not exchanges, by what (duplicate_exchange, request_decode_error, response_decode_error, context_evicted, head_dropped, event_parse_error, hello_incomplete, hello_decode_error).", &["what"])?,
+            hellos: registry::counter_vec(r, "siphon_tls_client_hellos_total", "TLS ClientHellos gathered, by result (fingerprinted, incomplete, invalid).", &["service", "result"])?,
+            assembly: registry::counter_vec(r, "siphon_pipeline_events_total", "Userspace pipeline outcomes that are not exchanges, by what (duplicate_exchange, request_decode_error, response_decode_error, context_evicted, head_dropped, event_parse_error, hello_incomplete, hello_decode_error).", &["what"])?,
             services,
         };
         // Every `what` from the start, so dashboards and alerts see zeros, not gaps.

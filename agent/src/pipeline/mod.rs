@@ -1,17 +1,23 @@
-//! Ring-buffer bytes in, reports out: parse → assemble/decode → capacity metrics and, when
-//! asked, one JSON line per report.
+//! Ring-buffer bytes in, reports out: parse ([`records`]) → assemble and attribute
+//! ([`assemble`], with [`crate::decode`]) → [`report::Report`]s → the capacity metrics, then
+//! each [`ReportSink`] in turn (the exchange log, the detector).
 
 use std::io::Write;
 
-use agent_common::{exchange_end, phase, record_kind, ExchangeRecord, FlowKey, FlowState};
+use agent_common::{exchange_end, phase, ExchangeRecord, FlowKey, FlowState};
 
-use crate::{
+pub mod assemble;
+pub mod records;
+pub mod report;
+pub mod service_ports;
+pub mod services;
+
+use self::{
     assemble::{Assembler, AssemblyStats, DecodeConfig},
-    capacity::CapacityMetrics,
-    detect::{export::DetectorMetrics, input::observation_of, Detector},
-    events::{self, Event},
+    records::Event,
     report::Report,
 };
+use crate::export::capacity::CapacityMetrics;
 
 /// Which clock the kernel's timestamps are on, to give reports a wall-clock time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,61 +56,50 @@ impl WallClock {
     }
 }
 
-/// The detector as a sink of the pipeline's reports: events to a log, scores to metrics.
-pub struct DetectorSink {
-    pub detector: Detector,
-    pub metrics: DetectorMetrics,
-    pub log: Option<Box<dyn Write + Send>>,
-    last_export: Option<std::time::Instant>,
+/// A consumer of the pipeline's reports, after the capacity metrics: the exchange log and the
+/// detector. The pipeline knows nothing of what a sink does, so the detector hooks in here and
+/// nowhere else.
+pub trait ReportSink: Send {
+    /// One report, with its wall-clock times filled in.
+    fn take(&mut self, report: &Report);
+    /// After each batch of reports (one ring-buffer record's worth, or one swept flow).
+    fn batch_done(&mut self) {}
+    /// End of input: write what is pending.
+    fn finish(&mut self) {}
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
-impl DetectorSink {
-    pub fn new(
-        detector: Detector,
-        metrics: DetectorMetrics,
-        log: Option<Box<dyn Write + Send>>,
-    ) -> DetectorSink {
-        DetectorSink {
-            detector,
-            metrics,
-            log,
-            last_export: None,
-        }
-    }
+/// The exchange log: one JSON line per report. A write error stops the log (logged once); the
+/// metrics keep counting.
+pub struct JsonLines {
+    out: Option<Box<dyn Write + Send>>,
+}
 
-    fn take(&mut self, r: &Report) {
-        if let Some(obs) = observation_of(r) {
-            self.detector.observe(obs);
-        }
+impl JsonLines {
+    pub fn new(out: Box<dyn Write + Send>) -> JsonLines {
+        JsonLines { out: Some(out) }
     }
+}
 
-    /// Write new events; refresh the series at most once a second (it walks every entity).
-    fn publish(&mut self, force: bool) {
-        let events = self.detector.take_events();
-        self.metrics.record_events(&events);
-        if let Some(w) = self.log.as_mut() {
-            for e in &events {
-                if let Err(err) = writeln!(w, "{}", e.to_line()) {
-                    tracing::error!("writing the detection log failed, stopping it: {err}");
-                    self.log = None;
-                    break;
-                }
+impl ReportSink for JsonLines {
+    fn take(&mut self, report: &Report) {
+        if let Some(w) = self.out.as_mut() {
+            let written = serde_json::to_writer(&mut *w, report)
+                .map_err(std::io::Error::from)
+                .and_then(|()| w.write_all(b"\n"));
+            if let Err(e) = written {
+                tracing::error!("writing JSON output failed, stopping it: {e}");
+                self.out = None;
             }
         }
-        let due = self
-            .last_export
-            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1));
-        if force || due || !events.is_empty() {
-            self.metrics.update(&self.detector);
-            self.last_export = Some(std::time::Instant::now());
-        }
     }
 
-    pub fn finish(&mut self) {
-        self.detector.finish();
-        self.publish(true);
-        if let Some(w) = self.log.as_mut() {
-            let _ = w.flush();
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.out.as_mut() {
+            Some(w) => w.flush(),
+            None => Ok(()),
         }
     }
 }
@@ -112,8 +107,7 @@ impl DetectorSink {
 pub struct Pipeline {
     assembler: Assembler,
     capacity: CapacityMetrics,
-    json: Option<Box<dyn Write + Send>>,
-    detector: Option<DetectorSink>,
+    sinks: Vec<Box<dyn ReportSink>>,
     wall: WallClock,
     last_stats: AssemblyStats,
     pub exchanges: u64,
@@ -125,16 +119,20 @@ pub struct Pipeline {
 const MAX_CONTEXTS: usize = 262_144;
 
 impl Pipeline {
+    /// `json`: where the exchange log goes, if anywhere.
     pub fn new(
         cfg: DecodeConfig,
         capacity: CapacityMetrics,
         json: Option<Box<dyn Write + Send>>,
     ) -> Pipeline {
+        let sinks = json
+            .map(|w| Box::new(JsonLines::new(w)) as Box<dyn ReportSink>)
+            .into_iter()
+            .collect();
         Pipeline {
             assembler: Assembler::new(cfg, MAX_CONTEXTS),
             capacity,
-            json,
-            detector: None,
+            sinks,
             wall: WallClock::Monotonic,
             last_stats: AssemblyStats::default(),
             exchanges: 0,
@@ -148,14 +146,16 @@ impl Pipeline {
         self
     }
 
-    pub fn with_detector(mut self, sink: DetectorSink) -> Pipeline {
-        self.detector = Some(sink);
+    /// Adds a sink after the ones already there (the exchange log comes first, so a report is
+    /// logged before the detector acts on it).
+    pub fn with_sink(mut self, sink: Box<dyn ReportSink>) -> Pipeline {
+        self.sinks.push(sink);
         self
     }
 
     /// One ring-buffer record.
     pub fn on_record(&mut self, bytes: &[u8]) {
-        match events::parse(bytes) {
+        match records::parse(bytes) {
             Ok(ev) => self.on_event(ev),
             Err(e) => {
                 self.parse_errors += 1;
@@ -201,55 +201,40 @@ impl Pipeline {
                 Report::TlsClientHello(_) => self.hellos += 1,
             }
             self.capacity.observe(r);
-            if let Some(w) = self.json.as_mut() {
-                let written = serde_json::to_writer(&mut *w, r)
-                    .map_err(std::io::Error::from)
-                    .and_then(|()| w.write_all(b"\n"));
-                if let Err(e) = written {
-                    tracing::error!("writing JSON output failed, stopping it: {e}");
-                    self.json = None;
-                }
-            }
-            if let Some(d) = self.detector.as_mut() {
-                d.take(r);
+            for sink in &mut self.sinks {
+                sink.take(r);
             }
         }
-        if let Some(d) = self.detector.as_mut() {
-            d.publish(false);
+        for sink in &mut self.sinks {
+            sink.batch_done();
         }
         let now = self.assembler.stats;
         self.capacity.record_assembly(&self.last_stats, &now);
         self.last_stats = now;
     }
 
-    /// End of input: the detector scores what is pending and writes its last events.
-    pub fn finish_detector(&mut self) {
-        if let Some(d) = self.detector.as_mut() {
-            d.finish();
+    /// End of input: every sink writes what is pending (the detector scores and writes its
+    /// last events).
+    pub fn finish_sinks(&mut self) {
+        for sink in &mut self.sinks {
+            sink.finish();
         }
     }
 
     pub fn flush(&mut self) -> std::io::Result<()> {
-        if let Some(w) = self.detector.as_mut().and_then(|d| d.log.as_mut()) {
-            w.flush()?;
+        for sink in &mut self.sinks {
+            sink.flush()?;
         }
-        match self.json.as_mut() {
-            Some(w) => w.flush(),
-            None => Ok(()),
-        }
+        Ok(())
     }
 }
-
 /// The exchange a flow has open, as the kernel would have emitted it.
 pub fn synthesised_exchange(key: &FlowKey, st: &FlowState) -> ExchangeRecord {
-    ExchangeRecord {
-        kind: record_kind::EXCHANGE,
-        end: exchange_end::IDLE,
-        client: st.client,
-        _pad: 0,
-        key: *key,
-        _pad2: 0,
-        exchange: st.exchange,
-        handshake: st.handshake,
-    }
+    ExchangeRecord::new(
+        exchange_end::IDLE,
+        st.client,
+        *key,
+        st.exchange,
+        st.handshake,
+    )
 }

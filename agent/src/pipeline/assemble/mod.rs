@@ -12,11 +12,14 @@ use split::split;
 #[cfg(test)]
 use split::{fold_interim, is_interim, Start};
 
+use agent_common::{addr_to_ip, secs_between as secs, wire::tls};
+
 use crate::{
     decode::{self, ApiKeyHasher, ClientHello, Ja4, Ja4h, Ja4t, Ja4ts, Transport},
-    events::{Event, Payload},
-    flows::addr_to_ip,
-    report::{secs, ExchangeReport, HelloReport, HttpInfo, Report, TcpInfo, TlsInfo},
+    pipeline::{
+        records::{Event, Payload},
+        report::{ExchangeReport, HelloReport, HttpInfo, Report, TcpInfo, TlsInfo},
+    },
 };
 
 /// How decoded heads are attributed.
@@ -405,17 +408,15 @@ fn end_label(end: u8) -> &'static str {
     }
 }
 
-const TLS_CHANGE_CIPHER_SPEC: u8 = 0x14;
-
 /// A second ClientHello (after a HelloRetryRequest) may follow a ChangeCipherSpec record in the
 /// same segment: skip that record.
 fn skip_change_cipher_spec(buf: &[u8]) -> &[u8] {
-    if buf.first() == Some(&TLS_CHANGE_CIPHER_SPEC) {
+    if buf.first() == Some(&tls::CONTENT_CHANGE_CIPHER_SPEC) {
         if let Some(len) = buf
             .get(3..5)
             .map(|l| u16::from_be_bytes([l[0], l[1]]) as usize)
         {
-            return buf.get(5 + len..).unwrap_or(&[]);
+            return buf.get(tls::RECORD_HEADER_LEN + len..).unwrap_or(&[]);
         }
     }
     buf
@@ -427,7 +428,7 @@ fn hello_len(buf: &[u8]) -> Option<usize> {
     let skipped = buf.len() - skip_change_cipher_spec(buf).len();
     let hello = &buf[skipped..];
     let len = u16::from_be_bytes([*hello.get(3)?, *hello.get(4)?]) as usize;
-    Some((skipped + 5 + len).min(agent_common::HELLO_MAX as usize))
+    Some((skipped + tls::RECORD_HEADER_LEN + len).min(agent_common::HELLO_MAX as usize))
 }
 
 /// Removes and returns the segments of exchange `seq`; older ones (their exchange was lost)
@@ -491,5 +492,4 @@ fn note_tls_round_trip(ctx: &mut FlowCtx, x: &ExchangeRecord) {
 }
 
 #[cfg(test)]
-#[path = "assemble_tests.rs"]
 mod tests;

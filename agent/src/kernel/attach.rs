@@ -22,7 +22,10 @@ use aya::{
     Ebpf,
 };
 
-use crate::{cli::AttachMode, ebpf_object::classifier, ifaces::Iface};
+use crate::{
+    cmd::args::AttachMode,
+    kernel::{ifaces::Iface, object::classifier},
+};
 
 /// Where per-interface lock files live. Shared with the host in the DaemonSet (hostPath), so
 /// two agents on one node see each other's locks.

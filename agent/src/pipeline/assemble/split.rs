@@ -100,17 +100,8 @@ pub(super) fn is_interim(head: &[u8]) -> bool {
 
 pub(super) fn looks_like_start(b: &[u8], request: bool) -> bool {
     if request {
-        [
-            &b"GET "[..],
-            b"POST",
-            b"PUT ",
-            b"HEAD",
-            b"DELE",
-            b"PATC",
-            b"OPTI",
-        ]
-        .iter()
-        .any(|m| b.starts_with(m))
+        // The kernel's test, so a pipelined request is a turn start on both sides.
+        agent_common::wire::starts_http_request(b)
     } else {
         b.starts_with(b"HTTP/")
     }

@@ -1,11 +1,7 @@
 //! `siphon run`: load, attach, sweep, serve; detach everything on SIGTERM/SIGINT.
 
 use std::{
-    collections::HashMap,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        mpsc, Arc, Mutex, MutexGuard,
-    },
+    sync::{atomic::Ordering, mpsc, Arc},
     thread,
     time::{Duration, Instant},
 };
@@ -20,63 +16,24 @@ use aya::{
 };
 
 use crate::{
-    attach::{Attacher, Mechanism},
-    capacity::CapacityMetrics,
-    cli::RunArgs,
-    ebpf_object::{self, LoadOptions},
-    flows::{ExpiryConfig, FlowTracker, FlowView},
-    http,
-    ifaces::{self, Selection},
-    kernel_maps::{self, CounterMaps, FlowMaps},
-    metrics::{BuildInfo, Metrics},
-    pipeline::Pipeline,
-    replay_cmd, service_ports,
+    cmd::args::RunArgs,
+    export::{
+        capacity::CapacityMetrics,
+        metrics::{BuildInfo, Metrics},
+        server,
+        state::Shared,
+    },
+    kernel::{
+        attach::{Attacher, Mechanism},
+        ifaces::{self, Selection},
+        maps::{self, FlowMaps},
+        object::{self, LoadOptions},
+        sweep::{ExpiryConfig, FlowTracker},
+    },
+    pipeline::{service_ports, Pipeline},
 };
 
 const IPPROTO_TCP: u8 = 6;
-
-/// State shared by the HTTP handlers and the sweeper.
-pub struct Shared {
-    inner: Mutex<Inner>,
-    pub ready: AtomicBool,
-}
-
-struct Inner {
-    metrics: Metrics,
-    counters: CounterMaps,
-    iface_names: HashMap<u32, String>,
-    flows: Vec<FlowView>,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock leaves plain counters behind, still usable.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn scrape(&self, started: Instant) -> anyhow::Result<String> {
-        let mut g = self.lock();
-        let Inner {
-            metrics,
-            counters,
-            iface_names,
-            ..
-        } = &mut *g;
-        metrics.refresh_kernel(counters, &|ifindex| iface_label(iface_names, ifindex))?;
-        metrics.encode(started)
-    }
-
-    pub fn flows_snapshot(&self) -> Vec<FlowView> {
-        self.lock().flows.clone()
-    }
-}
-
-fn iface_label(names: &HashMap<u32, String>, ifindex: u32) -> String {
-    names
-        .get(&ifindex)
-        .cloned()
-        .unwrap_or_else(|| format!("ifindex{ifindex}"))
-}
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let selection = Selection::from_args(&args.ifaces, &args.iface_patterns)?;
@@ -86,7 +43,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         closed: args.flow_closed_timeout,
         exchange_idle: args.exchange_idle_timeout,
     };
-    let (decode, services) = replay_cmd::decode_config(&args.pipeline)?;
+    let (decode, services) = super::decode_config(&args.pipeline)?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -97,15 +54,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .block_on(tokio::net::TcpListener::bind(args.listen))
         .with_context(|| format!("cannot listen on {}", args.listen))?;
 
-    let mut ebpf = ebpf_object::load(LoadOptions {
+    let mut ebpf = object::load(LoadOptions {
         max_flows: args.max_flows,
         time_source: TimeSource::Monotonic,
-        head_capture_bytes: args.pipeline.head_capture_bytes.unwrap_or(1024),
+        head_capture_bytes: args
+            .pipeline
+            .head_capture_bytes
+            .unwrap_or(object::LIVE_HEAD_CAPTURE_BYTES),
         ringbuf_bytes: args
             .ringbuf_bytes
-            .unwrap_or_else(ebpf_object::default_ringbuf_bytes),
+            .unwrap_or_else(object::default_ringbuf_bytes),
     })?;
-    let (counters, mut flow_maps) = kernel_maps::take_all(&mut ebpf)?;
+    let (counters, mut flow_maps) = maps::take_all(&mut ebpf)?;
     let ring = RingBuf::try_from(
         ebpf.take_map(names::MAP_EVENTS)
             .context("EVENTS map missing")?,
@@ -137,16 +97,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         None => None,
     };
     let detector = detector_sink(&args, metrics.registry())?;
-    let pipeline = Pipeline::new(decode, capacity, exchange_log).with_detector(detector);
-    let shared = Arc::new(Shared {
-        inner: Mutex::new(Inner {
-            metrics,
-            counters,
-            iface_names: HashMap::new(),
-            flows: Vec::new(),
-        }),
-        ready: AtomicBool::new(false),
-    });
+    let pipeline = Pipeline::new(decode, capacity, exchange_log).with_sink(Box::new(detector));
+    let shared = Arc::new(Shared::new(metrics, counters));
 
     let mut attacher = Attacher::new(mechanism);
     if let Err(e) = attach_initial(&mut ebpf, &mut attacher, &selection, &shared) {
@@ -186,7 +138,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     };
 
     let served = runtime.block_on(async {
-        let app = http::router(Arc::clone(&shared), !args.no_flows_endpoint);
+        let app = server::router(Arc::clone(&shared), !args.no_flows_endpoint);
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await
@@ -209,7 +161,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 fn detector_sink(
     args: &RunArgs,
     registry: &prometheus::Registry,
-) -> anyhow::Result<crate::pipeline::DetectorSink> {
+) -> anyhow::Result<crate::detect::sink::DetectorSink> {
     use crate::detect::{config::Config, export::DetectorMetrics, Detector};
     let config = match &args.detect_config {
         Some(p) => Config::from_file(p).context("--detect-config")?,
@@ -225,7 +177,7 @@ fn detector_sink(
         ))),
         None => None,
     };
-    Ok(crate::pipeline::DetectorSink::new(
+    Ok(crate::detect::sink::DetectorSink::new(
         Detector::new(config)?,
         DetectorMetrics::new(registry)?,
         log,
@@ -425,7 +377,7 @@ fn read_events(mut ring: RingBuf<MapData>, mut pipeline: Pipeline, rx: mpsc::Rec
                     while let Some(item) = ring.next() {
                         pipeline.on_record(&item);
                     }
-                    pipeline.finish_detector();
+                    pipeline.finish_sinks();
                     let _ = pipeline.flush();
                     return;
                 }

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::{
+use crate::detect::{
     config::Config,
     events::{DetectionEvent, State},
     export::DetectorMetrics,
@@ -200,7 +200,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Summary> {
 #[derive(serde::Serialize)]
 pub struct FinalState {
     pub clock_ns: u64,
-    pub baseline: super::score::Baseline,
+    pub baseline: crate::detect::score::Baseline,
     pub entities: Vec<FinalEntity>,
     pub clusters: Vec<FinalCluster>,
 }
@@ -220,7 +220,7 @@ pub struct FinalEntity {
     pub requests_per_second: f64,
     /// The entity's features over the middle window, and what it is linked to (distinct
     /// counts: exact to 8, HyperLogLog beyond).
-    pub features: Option<super::features::Features>,
+    pub features: Option<crate::detect::features::Features>,
     pub distinct: Option<Distinct>,
 }
 
@@ -268,7 +268,7 @@ pub fn final_state(det: &Detector) -> FinalState {
                 requests_per_second: j.requests_per_second,
                 features: det.entity(j.ty, j.value).map(|st| {
                     let mid = det.config().middle_window();
-                    super::judge::window_features(det.config(), st, mid, det.clock_ns())
+                    crate::detect::judge::window_features(det.config(), st, mid, det.clock_ns())
                 }),
                 distinct: det.entity(j.ty, j.value).map(|st| Distinct {
                     api_keys: st.links.api_keys.estimate(),

@@ -1,16 +1,14 @@
 //! The flow sweeper: expires idle and closed flows, notices flows the kernel's LRU evicted, and
 //! keeps totals so exported flow counters never go backwards when flows disappear.
 
-use std::{
-    collections::HashMap,
-    net::{IpAddr, Ipv6Addr},
-    time::Duration,
-};
+use std::{collections::HashMap, time::Duration};
 
-use agent_common::{client, tcp_flag, Addr, DirCounters, FlowKey, FlowState, Side};
+use agent_common::{
+    addr_to_ip, client, ns_to_secs, tcp_flag, Addr, DirCounters, FlowKey, FlowState, Side,
+};
 use serde::Serialize;
 
-use crate::kernel_maps::FlowMaps;
+use crate::kernel::maps::FlowMaps;
 
 #[derive(Clone, Copy, Debug)]
 pub struct ExpiryConfig {
@@ -261,28 +259,11 @@ impl FlowView {
             client_known: st.client != client::UNKNOWN,
             to_server: st.dir[c as usize].into(),
             to_client: st.dir[s as usize].into(),
-            age_seconds: secs(now_ns.saturating_sub(st.first_seen_ns)),
-            idle_seconds: secs(now_ns.saturating_sub(st.last_seen_ns)),
+            age_seconds: ns_to_secs(now_ns.saturating_sub(st.first_seen_ns)),
+            idle_seconds: ns_to_secs(now_ns.saturating_sub(st.last_seen_ns)),
             tcp_flags_client: st.tcp_flags_from(c),
             tcp_flags_server: st.tcp_flags_from(s),
         }
-    }
-}
-
-fn secs(ns: u64) -> f64 {
-    Duration::from_nanos(ns).as_secs_f64()
-}
-
-/// The address a kernel [`Addr`] holds: IPv4 when v4-mapped, IPv6 otherwise.
-pub fn addr_to_ip(a: &Addr) -> IpAddr {
-    let mut bytes = [0u8; 16];
-    for (chunk, word) in bytes.chunks_exact_mut(4).zip(a) {
-        chunk.copy_from_slice(&word.to_ne_bytes());
-    }
-    let v6 = Ipv6Addr::from(bytes);
-    match v6.to_ipv4_mapped() {
-        Some(v4) => IpAddr::V4(v4),
-        None => IpAddr::V6(v6),
     }
 }
 
@@ -353,18 +334,5 @@ mod tests {
         let mut u = DirectionTotals::default();
         u.add(&st);
         assert_eq!(u.get(FlowDirection::Unknown).packets, 8);
-    }
-
-    #[test]
-    fn addr_round_trip() {
-        let v4 = agent_common::v4_mapped(u32::from_ne_bytes([10, 1, 2, 3]));
-        assert_eq!(addr_to_ip(&v4).to_string(), "10.1.2.3");
-        let v6: Addr = [
-            u32::from_ne_bytes([0xfd, 0, 0, 0]),
-            0,
-            0,
-            u32::from_ne_bytes([0, 0, 0, 1]),
-        ];
-        assert_eq!(addr_to_ip(&v6).to_string(), "fd00::1");
     }
 }

@@ -93,16 +93,13 @@ pub fn parse(bytes: &[u8]) -> Result<Event, EventError> {
                 payload_len: r.payload_len,
                 data: data[..n].to_vec(),
                 ends: (r.prev_end != 0).then(|| {
-                    Box::new(ExchangeRecord {
-                        kind: record_kind::EXCHANGE,
-                        end: r.prev_end,
-                        client: r.client,
-                        _pad: 0,
-                        key: r.key,
-                        _pad2: 0,
-                        exchange: r.prev,
-                        handshake: r.handshake,
-                    })
+                    Box::new(ExchangeRecord::new(
+                        r.prev_end,
+                        r.client,
+                        r.key,
+                        r.prev,
+                        r.handshake,
+                    ))
                 }),
             }))
         }

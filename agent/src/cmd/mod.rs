@@ -1,13 +1,17 @@
-//! The `siphon replay` command: arguments to options, summary to the terminal.
+//! The `siphon` subcommands: flags ([`args`]), `run` (live), `replay` (a capture through the
+//! kernel program) and `detect` (the detector over exchange logs).
+
+pub mod args;
+pub mod detect;
+pub mod replay;
+pub mod run;
 
 use anyhow::Context as _;
 
 use crate::{
-    assemble::DecodeConfig,
-    cli::{PipelineArgs, ReplayArgs},
+    cmd::args::PipelineArgs,
     decode::ApiKeyHasher,
-    replay::{self, ReplayOptions},
-    services::ServiceMap,
+    pipeline::{assemble::DecodeConfig, services::ServiceMap},
 };
 
 /// Environment variable holding the API-key hash secret when no file is given.
@@ -28,6 +32,7 @@ pub fn key_hasher(args: &PipelineArgs) -> anyhow::Result<ApiKeyHasher> {
     Ok(ApiKeyHasher::new(&secret)?)
 }
 
+/// How `run` and `replay` attribute what they decode, from the flags they share.
 pub fn decode_config(args: &PipelineArgs) -> anyhow::Result<(DecodeConfig, ServiceMap)> {
     let services = ServiceMap::parse(&args.services)?;
     Ok((
@@ -37,32 +42,4 @@ pub fn decode_config(args: &PipelineArgs) -> anyhow::Result<(DecodeConfig, Servi
         },
         services,
     ))
-}
-
-pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
-    let (decode, services) = decode_config(&args.pipeline)?;
-    let summary = replay::replay(ReplayOptions {
-        capture: args.capture.clone(),
-        json: args.json.clone(),
-        metrics_out: args.metrics_out.clone(),
-        decode,
-        services,
-        head_capture_bytes: args
-            .pipeline
-            .head_capture_bytes
-            .unwrap_or(agent_common::CAPTURE_MAX as u32),
-        progress: !args.quiet,
-    })?;
-    eprintln!(
-        "replay: {}: {} packets ({} skipped), {} exchanges, {} TLS ClientHellos",
-        args.capture.display(),
-        summary.packets,
-        summary.skipped,
-        summary.exchanges,
-        summary.hellos
-    );
-    if let Some(w) = summary.warning {
-        eprintln!("replay: warning: {w}");
-    }
-    Ok(())
 }
