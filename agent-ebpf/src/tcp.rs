@@ -71,8 +71,14 @@ pub fn on_segment(
 /// (a retransmission, counted as such). Tracks the furthest sequence number seen and one gap
 /// left by reordering, so a late segment that fills the gap counts as new. Sequence numbers
 /// compare with wrapping.
+///
+/// # Safety
+/// `st` must point into a live FLOWS value (valid for this program run, as map values
+/// stay for the whole run).
 #[inline(always)]
 unsafe fn new_payload(st: *mut FlowState, side: Side, pkt: &Packet) -> u32 {
+    // SAFETY: `st` is valid (the caller's contract); only this direction's fields of the flow
+    // are written, which packets of one direction write one at a time (module docs).
     unsafe {
         let bit = 1u8 << side as u8;
         let i = side as usize;
@@ -122,11 +128,18 @@ unsafe fn new_payload(st: *mut FlowState, side: Side, pkt: &Packet) -> u32 {
     }
 }
 
+/// # Safety
+/// `st` must point into a live FLOWS value (valid for this program run, as map values
+/// stay for the whole run).
 #[inline(always)]
 unsafe fn is_client(st: *const FlowState, side: Side) -> bool {
+    // SAFETY: a one-byte read of a valid map value (the caller's contract).
     unsafe { (*st).client == side.as_client() }
 }
 
+/// # Safety
+/// `st` must point into a live FLOWS value (valid for this program run, as map values
+/// stay for the whole run).
 #[inline(always)]
 unsafe fn on_syn(
     ctx: &TcContext,
@@ -136,6 +149,7 @@ unsafe fn on_syn(
     pkt: &Packet,
     now: u64,
 ) {
+    // SAFETY: `st` is valid (the caller's contract); the fields written are plain integers.
     unsafe {
         if pkt.tcp_flags & tcp_flag::ACK == 0 {
             new_connection(st, key, now);
@@ -153,8 +167,13 @@ unsafe fn on_syn(
 
 /// A SYN opens a new connection, possibly on a tuple we saw before: close out what was open
 /// and start the flow's conversation state afresh (its counters keep counting).
+///
+/// # Safety
+/// `st` must point into a live FLOWS value (valid for this program run, as map values
+/// stay for the whole run).
 #[inline(never)]
 unsafe fn new_connection(st: *mut FlowState, key: &FlowKey, now: u64) {
+    // SAFETY: `st` is valid (the caller's contract); every store stays inside its value.
     unsafe {
         if (*st).exchange.phase != phase::IDLE {
             events::exchange(st, key, exchange_end::IDLE);
@@ -285,6 +304,9 @@ fn is_http_method(p: &[u8; PREFIX]) -> bool {
     )
 }
 
+/// # Safety
+/// `st` must point into a live FLOWS value (valid for this program run, as map values
+/// stay for the whole run).
 #[inline(always)]
 unsafe fn client_data(
     ctx: &TcContext,
@@ -295,6 +317,9 @@ unsafe fn client_data(
     now: u64,
     fresh: u32,
 ) {
+    // SAFETY: `st` is valid (the caller's contract). `p` is read only where `sniffed` says
+    // payload_prefix filled it. A client turn's fields are written by client packets only,
+    // except at turn changes (module docs).
     unsafe {
         let ex = &raw mut (*st).exchange;
         let len = fresh as u64;
@@ -463,6 +488,9 @@ fn request_head(
     }
 }
 
+/// # Safety
+/// `st` must point into a live FLOWS value (valid for this program run, as map values
+/// stay for the whole run).
 #[inline(always)]
 unsafe fn server_data(
     ctx: &TcContext,
@@ -473,6 +501,8 @@ unsafe fn server_data(
     now: u64,
     fresh: u32,
 ) {
+    // SAFETY: `st` is valid (the caller's contract); the response's fields are written by
+    // server packets only, except at turn changes (module docs).
     unsafe {
         let ex = &raw mut (*st).exchange;
         let len = fresh as u64;
@@ -548,8 +578,12 @@ unsafe fn server_data(
     }
 }
 
+/// # Safety
+/// `st` must point into a live FLOWS value (valid for this program run, as map values
+/// stay for the whole run).
 #[inline(never)]
 unsafe fn on_close(st: *mut FlowState, key: &FlowKey, from_client: bool, flags: u8) {
+    // SAFETY: `st` is valid (the caller's contract); phase is a plain byte.
     unsafe {
         let ex = &raw mut (*st).exchange;
         if (*ex).phase == phase::IDLE {
