@@ -8,6 +8,8 @@ use core::intrinsics::{atomic_or, atomic_xadd, AtomicOrdering};
 /// `dst` must be valid and aligned for a u64 write.
 #[inline(always)]
 pub unsafe fn add_u64(dst: *mut u64, v: u64) {
+    // SAFETY: the caller guarantees `dst` is valid and aligned; the add is one atomic
+    // instruction, so concurrent writers on other CPUs cannot tear it.
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(dst, v) };
 }
 
@@ -15,5 +17,7 @@ pub unsafe fn add_u64(dst: *mut u64, v: u64) {
 /// `dst` must be valid and aligned for a u64 write.
 #[inline(always)]
 pub unsafe fn or_u64(dst: *mut u64, v: u64) {
+    // SAFETY: as in `add_u64`: valid, aligned `dst` (the caller's contract), one atomic
+    // instruction.
     unsafe { atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(dst, v) };
 }

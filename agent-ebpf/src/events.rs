@@ -75,6 +75,7 @@ fn submit_flags() -> u64 {
 /// Both pointers valid for a `FlowKey`.
 #[inline(always)]
 unsafe fn copy_key(dst: *mut FlowKey, src: &FlowKey) {
+    // SAFETY: the caller guarantees `dst` is valid for a FlowKey; only its fields are written.
     unsafe {
         put_addr(&raw mut (*dst).addr_a, &src.addr_a);
         put_addr(&raw mut (*dst).addr_b, &src.addr_b);
@@ -91,6 +92,8 @@ unsafe fn copy_key(dst: *mut FlowKey, src: &FlowKey) {
 /// Both pointers valid for an `Exchange`.
 #[inline(always)]
 unsafe fn copy_exchange(dst: *mut Exchange, src: *const Exchange) {
+    // SAFETY: the caller guarantees both pointers are valid for an Exchange; field-wise reads
+    // and writes stay inside them.
     unsafe {
         (*dst).phase = (*src).phase;
         (*dst).flags = (*src).flags;
@@ -113,6 +116,7 @@ unsafe fn copy_exchange(dst: *mut Exchange, src: *const Exchange) {
 /// Both pointers valid for a `Handshake`.
 #[inline(always)]
 unsafe fn copy_handshake(dst: *mut Handshake, src: *const Handshake) {
+    // SAFETY: the caller guarantees both pointers are valid for a Handshake.
     unsafe {
         (*dst).syn_ns = (*src).syn_ns;
         (*dst).synack_ns = (*src).synack_ns;

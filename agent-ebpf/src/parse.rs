@@ -108,6 +108,8 @@ fn ptr_at<T>(ctx: &TcContext, off: usize) -> Option<*const T> {
 /// `p` must point at `size_of::<T>()` readable packet bytes.
 #[inline(always)]
 unsafe fn word<T: Copy>(p: *const u8, off: usize) -> T {
+    // SAFETY: the caller guarantees the bytes are readable packet data; a misaligned packet
+    // load is accepted by the verifier and handled by the CPU (see above).
     unsafe { core::ptr::read(p.add(off) as *const T) }
 }
 

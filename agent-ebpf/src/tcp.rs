@@ -68,8 +68,14 @@ pub fn on_segment(
 /// (a retransmission, counted as such). Tracks the furthest sequence number seen and one gap
 /// left by reordering, so a late segment that fills the gap counts as new. Sequence numbers
 /// compare with wrapping.
+///
+/// # Safety
+/// `st` must point into a live FLOWS value (valid for this program run, as map values
+/// stay for the whole run).
 #[inline(always)]
 unsafe fn new_payload(st: *mut FlowState, side: Side, pkt: &Packet) -> u32 {
+    // SAFETY: `st` is valid (the caller's contract); only this direction's fields of the flow
+    // are written, which packets of one direction write one at a time (module docs).
     unsafe {
         let bit = 1u8 << side as u8;
         let i = side as usize;
@@ -119,11 +125,18 @@ unsafe fn new_payload(st: *mut FlowState, side: Side, pkt: &Packet) -> u32 {
     }
 }
 
+/// # Safety
+/// `st` must point into a live FLOWS value (valid for this program run, as map values
+/// stay for the whole run).
 #[inline(always)]
 unsafe fn is_client(st: *const FlowState, side: Side) -> bool {
+    // SAFETY: a one-byte read of a valid map value (the caller's contract).
     unsafe { (*st).client == side.as_client() }
 }
 
+/// # Safety
+/// `st` must point into a live FLOWS value (valid for this program run, as map values
+/// stay for the whole run).
 #[inline(always)]
 unsafe fn on_syn(
     ctx: &TcContext,
@@ -133,6 +146,7 @@ unsafe fn on_syn(
     pkt: &Packet,
     now: u64,
 ) {
+    // SAFETY: `st` is valid (the caller's contract); the fields written are plain integers.
     unsafe {
         if pkt.tcp_flags & tcp_flag::ACK == 0 {
             new_connection(st, key, now);
@@ -150,8 +164,13 @@ unsafe fn on_syn(
 
 /// A SYN opens a new connection, possibly on a tuple we saw before: close out what was open
 /// and start the flow's conversation state afresh (its counters keep counting).
+///
+/// # Safety
+/// `st` must point into a live FLOWS value (valid for this program run, as map values
+/// stay for the whole run).
 #[inline(never)]
 unsafe fn new_connection(st: *mut FlowState, key: &FlowKey, now: u64) {
+    // SAFETY: `st` is valid (the caller's contract); every store stays inside its value.
     unsafe {
         if (*st).exchange.phase != phase::IDLE {
             events::exchange(st, key, exchange_end::IDLE);
@@ -267,6 +286,9 @@ fn is_interim_status(ctx: &TcContext, pkt: &Packet) -> bool {
     code[0] == b' ' && code[1] == b'1' && !(code[2] == b'0' && code[3] == b'1')
 }
 
+/// # Safety
+/// `st` must point into a live FLOWS value (valid for this program run, as map values
+/// stay for the whole run).
 #[inline(always)]
 unsafe fn client_data(
     ctx: &TcContext,
@@ -277,6 +299,9 @@ unsafe fn client_data(
     now: u64,
     fresh: u32,
 ) {
+    // SAFETY: `st` is valid (the caller's contract). `p` is read only where `sniffed` says
+    // payload_prefix filled it. A client turn's fields are written by client packets only,
+    // except at turn changes (module docs).
     unsafe {
         let ex = &raw mut (*st).exchange;
         let len = fresh as u64;
@@ -451,6 +476,9 @@ fn request_head(
     }
 }
 
+/// # Safety
+/// `st` must point into a live FLOWS value (valid for this program run, as map values
+/// stay for the whole run).
 #[inline(always)]
 unsafe fn server_data(
     ctx: &TcContext,
@@ -461,6 +489,8 @@ unsafe fn server_data(
     now: u64,
     fresh: u32,
 ) {
+    // SAFETY: `st` is valid (the caller's contract); the response's fields are written by
+    // server packets only, except at turn changes (module docs).
     unsafe {
         let ex = &raw mut (*st).exchange;
         let len = fresh as u64;
@@ -536,8 +566,12 @@ unsafe fn server_data(
     }
 }
 
+/// # Safety
+/// `st` must point into a live FLOWS value (valid for this program run, as map values
+/// stay for the whole run).
 #[inline(never)]
 unsafe fn on_close(st: *mut FlowState, key: &FlowKey, from_client: bool, flags: u8) {
+    // SAFETY: `st` is valid (the caller's contract); phase is a plain byte.
     unsafe {
         let ex = &raw mut (*st).exchange;
         if (*ex).phase == phase::IDLE {

@@ -7,7 +7,7 @@
 mod curves;
 mod kinds;
 mod metrics;
-mod plot;
+pub mod plot;
 mod report;
 mod synth;
 

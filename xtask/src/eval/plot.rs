@@ -11,7 +11,7 @@ use super::curves::Curves;
 /// Debian's fonts-dejavu-core (installed by `cargo xtask setup`): plotters draws text with it.
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
-fn register_font() -> anyhow::Result<()> {
+pub fn register_font() -> anyhow::Result<()> {
     static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     if DONE.get().is_some() {
         return Ok(());
