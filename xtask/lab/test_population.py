@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import unittest
 
-from test_actors import KEYS, ServerProc, run_actor, trace_args
+from testkit.actor_harness import KEYS, ServerProc, run_actor, trace_args
 
 RATE_LIMIT_RPM = "120"  # the lab's (xtask/src/lab/mod.rs)
 

@@ -56,8 +56,13 @@ pub fn test(args: &TestArgs) -> anyhow::Result<()> {
             "-m",
             "unittest",
             "-q",
-            "test_inference_server",
-            "test_actors",
+            "test_server_framing",
+            "test_server_api",
+            "test_server_process",
+            "test_actor_kinds",
+            "test_actor_tls",
+            "test_actor_runs",
+            "test_actorlib",
             "test_population",
         ]))?;
 

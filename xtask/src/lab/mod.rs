@@ -5,7 +5,7 @@
 //! ```text
 //!  humans apps h1 h2 h3(16 IPs) ─┐                       ┌─ server :8000 (OpenAI-compatible,
 //!  users ── relay1 (LiteLLM) ────┼── bridge ── ingress ──┤   keys, rate limit, request log)
-//!  far ──(netem 120ms)── relay2 (SOCKS5) ─┘   (haproxy: TLS, X-Forwarded-For)
+//!  far ──(delay 120ms)── relay2 (SOCKS5) ─┘   (haproxy: TLS, X-Forwarded-For)
 //! ```
 //!
 //! Plus the benign population's nodes (`actors::nodes`) and one node per outside actor

@@ -1,6 +1,7 @@
-//! The lab network: one bridge namespace, one namespace per node, veth pairs, netem delays, and
-//! per-namespace /etc/netns/<ns>/hosts so nodes find each other by name. Everything is deleted
-//! when the [`Topology`] drops, also on panic or Ctrl-C.
+//! The lab network: one bridge namespace, one namespace per node, veth pairs (through a userspace
+//! delay line on the links of nodes with a delay, see delayline.rs), and per-namespace
+//! /etc/netns/<ns>/hosts so nodes find each other by name. Everything is deleted when the
+//! [`Topology`] drops, also on panic or Ctrl-C.
 
 use std::{fs, path::PathBuf, process::Command};
 
