@@ -41,40 +41,58 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     Some(v[v.len() / 2])
 }
 
+/// Every check; returns what failed, in words.
 pub fn run(out: &Path, report: &RunReport) -> anyhow::Result<Vec<String>> {
     let mut fail = Vec::new();
     let server = read_jsonl(&out.join("server-requests.jsonl"));
     let keys_file = std::fs::read_to_string(out.join("server-keys.txt"))?;
+    let by_actor = server_entries_by_actor(&server, &keys_file, report);
+    actors_completed(out, report, &mut fail);
+    counts_match_the_server(report, &server, &mut fail);
+    hellos_keys_and_no_raw_key(out, report, &mut fail);
+    for a in &report.actors {
+        actor_is_what_it_claims(out, a, by_actor.get(a.id).map_or(&[][..], |v| v), &mut fail);
+    }
+    population_breadth(report, &by_actor, &mut fail);
+    humans_slower_than_h1(&by_actor, &mut fail);
+    rules_query_exported_metrics(report, &mut fail)?;
+    Ok(fail)
+}
+
+/// The server's log entries by the actor that sent them. The server logs key_id = the key's
+/// index in its keys file; LiteLLM's upstream keys belong to every actor behind it.
+fn server_entries_by_actor<'a>(
+    server: &'a [Value],
+    keys_file: &str,
+    report: &'a RunReport,
+) -> BTreeMap<&'a str, Vec<&'a Value>> {
     let server_keys: Vec<&str> = keys_file.lines().collect();
-    // key → actor id (the server log has key_id = index in its keys file).
-    // LiteLLM's upstream keys belong to every actor behind it.
-    let mut key_actor: HashMap<String, Vec<&str>> = HashMap::new();
+    let mut key_actor: HashMap<&str, Vec<&str>> = HashMap::new();
     for a in &report.actors {
         for k in &a.keys {
-            key_actor.entry(k.clone()).or_default().push(a.id);
+            key_actor.entry(k.as_str()).or_default().push(a.id);
         }
         if a.via == "litellm" {
             for k in &report.keys.relay_upstream {
-                key_actor.entry(k.clone()).or_default().push(a.id);
+                key_actor.entry(k.as_str()).or_default().push(a.id);
             }
         }
     }
-    let actors_of = |entry: &Value| -> Vec<&str> {
-        entry["key_id"]
+    let mut by_actor: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+    for e in server {
+        let owners = e["key_id"]
             .as_u64()
             .and_then(|idx| server_keys.get(idx as usize))
-            .and_then(|k| key_actor.get(*k))
-            .cloned()
-            .unwrap_or_default()
-    };
-    let mut by_actor: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
-    for e in &server {
-        for a in actors_of(e) {
+            .and_then(|k| key_actor.get(k));
+        for a in owners.into_iter().flatten() {
             by_actor.entry(a).or_default().push(e);
         }
     }
+    by_actor
+}
 
-    // 1. Every actor completed requests (its own log).
+/// Check 1: every actor completed requests (its own log).
+fn actors_completed(out: &Path, report: &RunReport, fail: &mut Vec<String>) {
     for a in &report.actors {
         let ok = read_jsonl(&a.log_path(out))
             .iter()
@@ -84,8 +102,11 @@ pub fn run(out: &Path, report: &RunReport) -> anyhow::Result<Vec<String>> {
             fail.push(format!("actor {} completed no request", a.id));
         }
     }
+}
 
-    // 2. Siphon's per-service request count at the server equals the server's log, exactly.
+/// Check 2: Siphon's per-service request count and response bytes at the server equal the
+/// server's log, exactly.
+fn counts_match_the_server(report: &RunReport, server: &[Value], fail: &mut Vec<String>) {
     let siphon_requests = metric_sum(
         &report.server_metrics,
         "siphon_requests_total",
@@ -109,8 +130,11 @@ pub fn run(out: &Path, report: &RunReport) -> anyhow::Result<Vec<String>> {
     if siphon_bytes != logged_bytes {
         fail.push(format!("Siphon summed {siphon_bytes} response bytes at the server, the server logged {logged_bytes}"));
     }
+}
 
-    // 3. ClientHellos at the ingress, keyed requests at the server.
+/// Check 3: ClientHellos at the ingress, keyed requests at the server, and no raw key in
+/// Siphon's output.
+fn hellos_keys_and_no_raw_key(out: &Path, report: &RunReport, fail: &mut Vec<String>) {
     let hellos = metric_sum(
         &report.ingress_metrics,
         "siphon_tls_client_hellos_total",
@@ -135,146 +159,169 @@ pub fn run(out: &Path, report: &RunReport) -> anyhow::Result<Vec<String>> {
             break;
         }
     }
+}
 
-    // 4. The actors are what they claim, from the server's log.
-    let xff = |e: &Value| {
-        e["x_forwarded_for"]
-            .as_str()
-            .unwrap_or("")
-            .split(',')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_owned()
-    };
-    let starts = |v: &[&Value]| -> BTreeMap<String, Vec<f64>> {
-        let mut m: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-        for e in v {
-            m.entry(e["key_id"].to_string())
-                .or_default()
-                .push(e["ts_start"].as_f64().unwrap_or(0.0));
-        }
-        for s in m.values_mut() {
-            s.sort_by(f64::total_cmp);
-        }
-        m
-    };
-    let gaps = |v: &[&Value]| -> Vec<f64> {
-        starts(v)
-            .values()
-            .flat_map(|s| s.windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>())
-            .collect()
-    };
-    let empty = Vec::new();
-    for a in &report.actors {
-        let entries = by_actor.get(a.id).unwrap_or(&empty);
-        let keys: HashSet<String> = entries.iter().map(|e| e["key_id"].to_string()).collect();
-        let ips: HashSet<String> = entries.iter().map(|e| xff(e)).collect();
-        let expect_ips = expected_ips(out, a.id);
-        if entries.is_empty() {
-            fail.push(format!("{}: no request reached the server", a.id));
-            continue;
-        }
-        if !ips.is_subset(&expect_ips) {
-            fail.push(format!(
-                "{}: server saw it from {ips:?}, expected within {expect_ips:?}",
-                a.id
-            ));
-        }
-        match (a.kind, a.level) {
-            ("harvester", Some("h1")) if (keys.len() != 1 || ips.len() != 1) => {
-                fail.push(format!(
-                    "h1: {} keys from {} IPs, expected one and one",
-                    keys.len(),
-                    ips.len()
-                ));
-            }
-            ("harvester", Some("h3")) => {
-                if keys.len() < 8 || ips.len() < 8 {
-                    fail.push(format!(
-                        "h3: {} keys from {} IPs, expected a hydra (>= 8 each)",
-                        keys.len(),
-                        ips.len()
-                    ));
-                }
-                if entries.iter().any(|e| e["status"] == 429) {
-                    fail.push(format!(
-                        "h3: a key went over the per-key limit ({RATE_LIMIT_RPM}/min)"
-                    ));
-                }
-            }
-            ("harvester", Some("h2")) => {
-                let g = gaps(entries);
-                if g.len() >= 4 {
-                    let mean = g.iter().sum::<f64>() / g.len() as f64;
-                    let sd =
-                        (g.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / g.len() as f64).sqrt();
-                    if sd / mean < 0.3 {
-                        fail.push(format!(
-                            "h2: inter-request gaps too regular for jitter (cv {:.2})",
-                            sd / mean
-                        ));
-                    }
-                }
-            }
-            ("human", _) => {
-                // Think time: a user's requests are seconds apart (after the 30x time scale).
-                if let Some(m) = median(gaps(entries)) {
-                    if m < 0.5 {
-                        fail.push(format!("human: median gap between a user's requests {m:.2} s, expected think times"));
-                    }
-                }
-            }
-            ("app", _) => {
-                let streams = entries.iter().filter(|e| e["stream"] == true).count();
-                if streams * 2 > entries.len() {
-                    fail.push(format!(
-                        "app: {streams} of {} requests streamed, expected mostly non-streaming",
-                        entries.len()
-                    ));
-                }
-            }
-            ("relay-user", _) if keys.len() < 2 => {
-                fail.push(format!(
-                    "r1: LiteLLM used {} upstream keys, expected several",
-                    keys.len()
-                ));
-            }
-            _ => {}
-        }
-        if a.label == "benign" && entries.iter().any(|e| e["status"] == 429) {
-            fail.push(format!("{}: a benign actor hit the rate limit", a.id));
-        }
+/// The client address the server saw first in X-Forwarded-For.
+fn forwarded_client(e: &Value) -> String {
+    e["x_forwarded_for"]
+        .as_str()
+        .unwrap_or("")
+        .split(',')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_owned()
+}
+
+/// Request start times per key, sorted.
+fn starts_by_key(entries: &[&Value]) -> BTreeMap<String, Vec<f64>> {
+    let mut m: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for e in entries {
+        m.entry(e["key_id"].to_string())
+            .or_default()
+            .push(e["ts_start"].as_f64().unwrap_or(0.0));
     }
-    // The benign population (whenever it runs): at least 200 keys from 64 addresses at the server.
-    if report.actors.iter().any(|a| a.id == "people") {
-        let (mut keys, mut ips) = (HashSet::new(), HashSet::new());
-        for a in report.actors.iter().filter(|a| a.label == "benign") {
-            for e in by_actor.get(a.id).into_iter().flatten() {
-                keys.insert(e["key_id"].to_string());
-                ips.insert(xff(e));
-            }
-        }
-        if keys.len() < POPULATION_KEYS || ips.len() < POPULATION_IPS {
+    for s in m.values_mut() {
+        s.sort_by(f64::total_cmp);
+    }
+    m
+}
+
+/// Gaps between one key's consecutive request starts, over all keys.
+fn gaps(entries: &[&Value]) -> Vec<f64> {
+    starts_by_key(entries)
+        .values()
+        .flat_map(|s| s.windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>())
+        .collect()
+}
+
+/// Check 4: an actor is what it claims, from the server's log: addresses, keys, pacing.
+fn actor_is_what_it_claims(
+    out: &Path,
+    a: &super::actors::Actor,
+    entries: &[&Value],
+    fail: &mut Vec<String>,
+) {
+    if entries.is_empty() {
+        fail.push(format!("{}: no request reached the server", a.id));
+        return;
+    }
+    let keys: HashSet<String> = entries.iter().map(|e| e["key_id"].to_string()).collect();
+    let ips: HashSet<String> = entries.iter().map(|e| forwarded_client(e)).collect();
+    let expect_ips = expected_ips(out, a.id);
+    if !ips.is_subset(&expect_ips) {
+        fail.push(format!(
+            "{}: server saw it from {ips:?}, expected within {expect_ips:?}",
+            a.id
+        ));
+    }
+    match (a.kind, a.level) {
+        ("harvester", Some("h1")) if (keys.len() != 1 || ips.len() != 1) => {
             fail.push(format!(
-                "benign population: {} keys from {} addresses reached the server, expected >= {POPULATION_KEYS} from >= {POPULATION_IPS}",
+                "h1: {} keys from {} IPs, expected one and one",
                 keys.len(),
                 ips.len()
             ));
         }
+        ("harvester", Some("h3")) => {
+            if keys.len() < 8 || ips.len() < 8 {
+                fail.push(format!(
+                    "h3: {} keys from {} IPs, expected a hydra (>= 8 each)",
+                    keys.len(),
+                    ips.len()
+                ));
+            }
+            if entries.iter().any(|e| e["status"] == 429) {
+                fail.push(format!(
+                    "h3: a key went over the per-key limit ({RATE_LIMIT_RPM}/min)"
+                ));
+            }
+        }
+        ("harvester", Some("h2")) => {
+            let g = gaps(entries);
+            if g.len() >= 4 {
+                let mean = g.iter().sum::<f64>() / g.len() as f64;
+                let sd =
+                    (g.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / g.len() as f64).sqrt();
+                if sd / mean < 0.3 {
+                    fail.push(format!(
+                        "h2: inter-request gaps too regular for jitter (cv {:.2})",
+                        sd / mean
+                    ));
+                }
+            }
+        }
+        ("human", _) => {
+            // Think time: a user's requests are seconds apart (after the time scale).
+            if let Some(m) = median(gaps(entries)) {
+                if m < 0.5 {
+                    fail.push(format!("human: median gap between a user's requests {m:.2} s, expected think times"));
+                }
+            }
+        }
+        ("app", _) => {
+            let streams = entries.iter().filter(|e| e["stream"] == true).count();
+            if streams * 2 > entries.len() {
+                fail.push(format!(
+                    "app: {streams} of {} requests streamed, expected mostly non-streaming",
+                    entries.len()
+                ));
+            }
+        }
+        ("relay-user", _) if keys.len() < 2 => {
+            fail.push(format!(
+                "r1: LiteLLM used {} upstream keys, expected several",
+                keys.len()
+            ));
+        }
+        _ => {}
     }
-    // Request rate per key: a harvester key pulls far faster than a human's.
+    if a.label == "benign" && entries.iter().any(|e| e["status"] == 429) {
+        fail.push(format!("{}: a benign actor hit the rate limit", a.id));
+    }
+}
+
+/// The benign population (whenever it runs): at least 200 keys from 64 addresses at the
+/// server.
+fn population_breadth(
+    report: &RunReport,
+    by_actor: &BTreeMap<&str, Vec<&Value>>,
+    fail: &mut Vec<String>,
+) {
+    if !report.actors.iter().any(|a| a.id == "people") {
+        return;
+    }
+    let (mut keys, mut ips) = (HashSet::new(), HashSet::new());
+    for a in report.actors.iter().filter(|a| a.label == "benign") {
+        for e in by_actor.get(a.id).into_iter().flatten() {
+            keys.insert(e["key_id"].to_string());
+            ips.insert(forwarded_client(e));
+        }
+    }
+    if keys.len() < POPULATION_KEYS || ips.len() < POPULATION_IPS {
+        fail.push(format!(
+            "benign population: {} keys from {} addresses reached the server, expected >= {POPULATION_KEYS} from >= {POPULATION_IPS}",
+            keys.len(),
+            ips.len()
+        ));
+    }
+}
+
+/// A harvester key pulls far faster than a human's, and humans think: their median gap is
+/// longer than H1's.
+fn humans_slower_than_h1(by_actor: &BTreeMap<&str, Vec<&Value>>, fail: &mut Vec<String>) {
     let per_key_rate = |entries: &[&Value]| -> Option<f64> {
-        let rates: Vec<f64> = starts(entries)
+        let rates: Vec<f64> = starts_by_key(entries)
             .values()
             .filter(|s| s.len() >= 2)
             .map(|s| (s.len() - 1) as f64 / (s[s.len() - 1] - s[0]).max(1.0) * 60.0)
             .collect();
         median(rates)
     };
+    let (human, h1) = (by_actor.get("human"), by_actor.get("h1"));
     if let (Some(h), Some(h1)) = (
-        by_actor.get("human").and_then(|e| per_key_rate(e)),
-        by_actor.get("h1").and_then(|e| per_key_rate(e)),
+        human.and_then(|e| per_key_rate(e)),
+        h1.and_then(|e| per_key_rate(e)),
     ) {
         if h1 < 2.0 * h {
             fail.push(format!(
@@ -282,10 +329,9 @@ pub fn run(out: &Path, report: &RunReport) -> anyhow::Result<Vec<String>> {
             ));
         }
     }
-    // Humans think; harvesters do not: the humans' median gap is longer than H1's.
     if let (Some(h), Some(h1)) = (
-        by_actor.get("human").and_then(|e| median(gaps(e))),
-        by_actor.get("h1").and_then(|e| median(gaps(e))),
+        human.and_then(|e| median(gaps(e))),
+        h1.and_then(|e| median(gaps(e))),
     ) {
         if h <= h1 {
             fail.push(format!(
@@ -293,7 +339,10 @@ pub fn run(out: &Path, report: &RunReport) -> anyhow::Result<Vec<String>> {
             ));
         }
     }
-    // 5. The shipped rules and dashboard query only metrics the agents export.
+}
+
+/// Check 5: the shipped rules and dashboard query only metrics the agents export.
+fn rules_query_exported_metrics(report: &RunReport, fail: &mut Vec<String>) -> anyhow::Result<()> {
     let root = crate::cmd::workspace_root();
     for file in [
         "deploy/prometheus/rules.yaml",
@@ -311,7 +360,7 @@ pub fn run(out: &Path, report: &RunReport) -> anyhow::Result<Vec<String>> {
             }
         }
     }
-    Ok(fail)
+    Ok(())
 }
 
 /// Whether a Prometheus exposition holds a sample of `name` (with or without labels).

@@ -18,6 +18,7 @@ mod delayline;
 mod outside;
 mod procs;
 mod prom;
+mod start;
 mod topology;
 mod truth;
 mod verdict;
@@ -236,6 +237,8 @@ impl Lab {
         self.root.join("xtask/lab")
     }
 
+    /// Starts every process, runs the actors for the run's duration, then collects what the
+    /// checks and verdicts need.
     fn run(&mut self, args: &LabArgs, stop: &AtomicBool) -> anyhow::Result<RunReport> {
         let mut keys = actors::Keys::new();
         keys.outside = outside::server_keys(&self.outside);
@@ -244,124 +247,10 @@ impl Lab {
             self.out.join("server-keys.txt"),
             keys.server_keys().join("\n") + "\n",
         )?;
-
-        // The inference server.
-        let mut server = self.topo.command("server", "python3");
-        server
-            .arg(self.lab_dir().join("inference_server.py"))
-            .args([
-                "--listen",
-                self.topo.node("server").ip(),
-                "--port",
-                &SERVER_PORT.to_string(),
-            ])
-            .arg("--keys-file")
-            .arg(self.out.join("server-keys.txt"))
-            .args([
-                "--rate-limit-rpm",
-                &RATE_LIMIT_RPM.to_string(),
-                "--tokens-per-second",
-                "250",
-                "--seed",
-                "11",
-            ])
-            .arg("--log")
-            .arg(self.out.join("server-requests.jsonl"))
-            .arg("--ready-file")
-            .arg(self.out.join("server-ready.json"));
-        self.procs
-            .spawn("server", server, &self.out.join("server.log"))?;
-        wait_for(
-            &self.out.join("server-ready.json"),
-            "inference server",
-            Duration::from_secs(20),
-            stop,
-        )?;
-
-        // Siphon on the server node and on the ingress node.
-        for (role, services) in [
-            ("server", vec![format!("llm=:{SERVER_PORT}")]),
-            (
-                "ingress",
-                vec![
-                    format!("ingress=:{INGRESS_PORT}"),
-                    format!("llm=:{SERVER_PORT}"),
-                ],
-            ),
-        ] {
-            let mut c = self
-                .topo
-                .command(role, self.siphon.to_str().context("siphon path")?);
-            c.args([
-                "run",
-                "--iface",
-                "eth0",
-                // All addresses of its node: Prometheus in the server node scrapes both.
-                "--listen",
-                &format!("0.0.0.0:{SIPHON_PORT}"),
-            ])
-            .args(["--sweep-interval", "1s", "--exchange-idle-timeout", "3s"])
-            .arg("--exchange-log")
-            .arg(self.out.join(format!("siphon-{role}-exchanges.jsonl")))
-            .arg("--detection-log")
-            .arg(self.out.join(format!("siphon-{role}-detections.jsonl")))
-            .env("SIPHON_KEY_HASH_SECRET", KEY_HASH_SECRET);
-            // haproxy adds one X-Forwarded-For hop: on the server's requests, and on the
-            // plaintext requests it sends out of the ingress node itself.
-            c.args(["--trusted-proxy-hops", "1"]);
-            for s in services {
-                c.args(["--service", &s]);
-            }
-            self.procs.spawn(
-                &format!("siphon-{role}"),
-                c,
-                &self.out.join(format!("siphon-{role}.log")),
-            )?;
-        }
-        for role in ["server", "ingress"] {
-            self.wait_http(
-                role,
-                &format!("http://127.0.0.1:{SIPHON_PORT}/readyz"),
-                Duration::from_secs(30),
-                stop,
-            )
-            .with_context(|| {
-                format!(
-                    "Siphon on {role} did not become ready; see {}",
-                    self.out.join(format!("siphon-{role}.log")).display()
-                )
-            })?;
-        }
-        // A real Prometheus with the shipped rules, scraping both agents (checked at the end).
-        let targets: Vec<String> = ["server", "ingress"]
-            .iter()
-            .map(|r| format!("{}:{SIPHON_PORT}", self.topo.node(r).ip()))
-            .collect();
-        let prom_cfg = prom::write_config(&self.out, &self.root, &targets)?;
-        self.procs.spawn(
-            "prometheus",
-            prom::command(&self.topo, &prom_cfg, &self.out),
-            &self.out.join("prometheus.log"),
-        )?;
-
-        // The ingress: haproxy terminating TLS.
-        let cfg = configs::haproxy(
-            &self.out,
-            self.topo.node("ingress").ip(),
-            INGRESS_PORT,
-            self.topo.node("server").ip(),
-            SERVER_PORT,
-        )?;
-        let mut haproxy = self.topo.command("ingress", "haproxy");
-        haproxy.arg("-db").arg("-f").arg(&cfg);
-        self.procs
-            .spawn("ingress-haproxy", haproxy, &self.out.join("haproxy.log"))?;
-        self.wait_tcp(
-            "ingress",
-            self.topo.node("ingress").ip(),
-            INGRESS_PORT,
-            stop,
-        )?;
+        self.start_server(stop)?;
+        self.start_agents(stop)?;
+        self.start_prometheus()?;
+        self.start_ingress(stop)?;
 
         let mut actors = if args.no_builtin {
             Vec::new()
@@ -372,28 +261,7 @@ impl Lab {
         // The relays run when an actor goes through them.
         let relay = actors.iter().any(|a| a.via != "ingress");
         if relay {
-            let cfg = configs::dante(&self.out, self.topo.node("relay2").ip(), SOCKS_PORT)?;
-            let mut danted = self.topo.command("relay2", "danted");
-            danted.arg("-f").arg(&cfg);
-            self.procs
-                .spawn("relay2-danted", danted, &self.out.join("danted.log"))?;
-            self.start_litellm(&keys)?;
-            self.wait_tcp("relay2", self.topo.node("relay2").ip(), SOCKS_PORT, stop)?;
-            self.wait_http(
-                "relay1",
-                &format!(
-                    "http://{}:{LITELLM_PORT}/health/liveliness",
-                    self.topo.node("relay1").ip()
-                ),
-                Duration::from_secs(120),
-                stop,
-            )
-            .with_context(|| {
-                format!(
-                    "LiteLLM did not start; see {}",
-                    self.out.join("litellm.log").display()
-                )
-            })?;
+            self.start_relays(&keys, stop)?;
         }
 
         truth::truth_file(&self.out, &actors, &keys, &self.topo)?;
@@ -406,27 +274,28 @@ impl Lab {
         for role in ["server", "ingress"] {
             println!("lab: Siphon metrics ({role} node): ip netns exec {} curl -s http://127.0.0.1:{SIPHON_PORT}/metrics", self.topo.node(role).ns);
         }
-        for a in &actors {
-            let cmd = a.command(&self.topo, &self.lab_dir(), &self.out);
-            let (name, log) = (
-                format!("actor-{}", a.id),
-                self.out.join(format!("actor-{}.log", a.id)),
-            );
-            if a.program.is_some() {
-                self.procs.spawn_group(&name, cmd, &log)?;
-            } else {
-                self.procs.spawn(&name, cmd, &log)?;
-            }
-            println!(
-                "lab: actor {:<6} {:<11} label={:<9} from {} ({} key(s))",
-                a.id,
-                a.kind_label(),
-                a.label,
-                self.topo.node(a.node).ns,
-                a.keys.len()
-            );
+        self.start_actors(&actors)?;
+        self.run_for(args, &actors, stop)?;
+        if stop.load(Ordering::SeqCst) {
+            println!("lab: interrupted; stopping");
         }
+        let stopped = self.procs.stop_matching("actor-", Duration::from_secs(8));
+        for (name, code) in &stopped {
+            if *code != Some(0) {
+                println!("lab: {name} exited with {code:?}");
+            }
+        }
+        self.settle()?;
+        self.collect(actors, keys)
+    }
 
+    /// Until the run's duration is over or the run is stopped; fails if a core process exits.
+    fn run_for(
+        &mut self,
+        args: &LabArgs,
+        actors: &[actors::Actor],
+        stop: &AtomicBool,
+    ) -> anyhow::Result<()> {
         let began = Instant::now();
         let mut last_view = Instant::now();
         while began.elapsed() < Duration::from_secs(args.duration) && !stop.load(Ordering::SeqCst) {
@@ -446,21 +315,16 @@ impl Lab {
             }
             if args.view_every > 0 && last_view.elapsed() >= Duration::from_secs(args.view_every) {
                 last_view = Instant::now();
-                view::live(&self.out, &actors, began.elapsed(), args.duration);
+                view::live(&self.out, actors, began.elapsed(), args.duration);
             }
         }
-        if stop.load(Ordering::SeqCst) {
-            println!("lab: interrupted; stopping");
-        }
-        let stopped = self.procs.stop_matching("actor-", Duration::from_secs(8));
-        for (name, code) in &stopped {
-            if *code != Some(0) {
-                println!("lab: {name} exited with {code:?}");
-            }
-        }
-        // Let the sweepers report exchanges that were open when the actors stopped (idle
-        // keep-alive, connections haproxy closes later): wait until Siphon's count at the server
-        // stops moving and meets the server's log, 30 s at most.
+        Ok(())
+    }
+
+    /// Lets the sweepers report exchanges that were open when the actors stopped (idle
+    /// keep-alive, connections haproxy closes later): waits until Siphon's count at the server
+    /// stops moving and meets the server's log, 30 s at most.
+    fn settle(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut last = f64::NAN;
         loop {
@@ -476,6 +340,15 @@ impl Lab {
             }
             last = seen;
         }
+        Ok(())
+    }
+
+    /// The agents' metrics, Prometheus's alerts and queries, `siphon detect`'s verdicts.
+    fn collect(
+        &mut self,
+        actors: Vec<actors::Actor>,
+        keys: actors::Keys,
+    ) -> anyhow::Result<RunReport> {
         let server_metrics = self.metrics("server")?;
         let ingress_metrics = self.metrics("ingress")?;
         std::fs::write(self.out.join("siphon-server-metrics.txt"), &server_metrics)?;
@@ -510,45 +383,5 @@ impl Lab {
         view::summary(&self.out, &report)?;
         verdict::print(&verdicts, &shared);
         Ok(report)
-    }
-
-    fn start_litellm(&mut self, keys: &actors::Keys) -> anyhow::Result<()> {
-        let dir = self.out.join("litellm");
-        std::fs::create_dir_all(&dir)?;
-        cmd::run(
-            Command::new("python3")
-                .arg(self.lab_dir().join("litellm/render_config.py"))
-                .args([
-                    "--ingress-base",
-                    &format!("https://ingress.lab:{INGRESS_PORT}/v1"),
-                ])
-                .args(["--upstream-keys", &keys.relay_upstream.join(",")])
-                .arg("--ca-file")
-                .arg(self.out.join("ca.pem"))
-                .arg("--out")
-                .arg(dir.join("config.yaml")),
-        )?;
-        let mut c = self
-            .topo
-            .command("relay1", &format!("{LITELLM_VENV}/bin/litellm"));
-        c.arg("--config")
-            .arg(dir.join("config.yaml"))
-            .args([
-                "--host",
-                self.topo.node("relay1").ip(),
-                "--port",
-                &LITELLM_PORT.to_string(),
-            ])
-            .current_dir(&dir)
-            .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-            .env("SSL_CERT_FILE", self.out.join("ca.pem"))
-            .env_remove("http_proxy")
-            .env_remove("https_proxy")
-            .env_remove("HTTP_PROXY")
-            .env_remove("HTTPS_PROXY")
-            .env_remove("ALL_PROXY");
-        self.procs
-            .spawn("relay1-litellm", c, &self.out.join("litellm.log"))?;
-        Ok(())
     }
 }

@@ -9,19 +9,22 @@
 //! request/response protocol does not make concurrently.
 
 use agent_common::{
-    exchange_end, exchange_flag, payload_what, phase, tcp_flag,
-    wire::{is_unpipelined_request, starts_http_request, tls},
-    FlowKey, FlowState, KernelCounter, Side, HELLOS_MAX, HELLO_MAX,
+    exchange_end, exchange_flag, payload_what, phase, tcp_flag, FlowKey, FlowState, KernelCounter,
+    Side,
 };
 use aya_ebpf::programs::TcContext;
 use core::mem::MaybeUninit;
 
 use crate::{
-    counters::{bump, bump_by},
+    counters::bump_by,
     events::{self, Capture},
     mem::put,
     parse::Packet,
 };
+
+mod client;
+
+use client::client_data;
 
 /// Payload bytes sniffed: enough for a TLS record header and the handshake type.
 const PREFIX: usize = 6;
@@ -284,196 +287,6 @@ fn is_interim_status(ctx: &TcContext, pkt: &Packet) -> bool {
     };
     // " 1xx", and not " 101".
     code[0] == b' ' && code[1] == b'1' && !(code[2] == b'0' && code[3] == b'1')
-}
-
-/// # Safety
-/// `st` must point into a live FLOWS value (valid for this program run, as map values
-/// stay for the whole run).
-#[inline(always)]
-unsafe fn client_data(
-    ctx: &TcContext,
-    st: *mut FlowState,
-    key: &FlowKey,
-    side: Side,
-    pkt: &Packet,
-    now: u64,
-    fresh: u32,
-) {
-    // SAFETY: `st` is valid (the caller's contract). `p` is read only where `sniffed` says
-    // payload_prefix filled it. A client turn's fields are written by client packets only,
-    // except at turn changes (module docs).
-    unsafe {
-        let ex = &raw mut (*st).exchange;
-        let len = fresh as u64;
-        let mut prefix = MaybeUninit::uninit();
-        let sniffed = payload_prefix(ctx, pkt, &mut prefix);
-        // Not read unless `sniffed`: then payload_prefix has filled it.
-        let p: *const [u8; PREFIX] = prefix.as_ptr();
-        let starts_head = sniffed && starts_http_request(&*p);
-        let cap = events::head_capture_len();
-        let turn_offset;
-        if (*ex).phase == phase::RESPONSE
-            && (*ex).flags & exchange_flag::INTERIM != 0
-            && !starts_head
-        {
-            // The body after a 100 Continue: the same request's turn resumes, and the response
-            // resumes after it (INTERIM stays set until a final status line is seen).
-            (*ex).phase = phase::REQUEST;
-            turn_offset = (*ex).req_bytes;
-            (*ex).req_bytes += len;
-            (*ex).req_packets += 1;
-            (*ex).req_last_ns = now;
-        } else if (*ex).phase != phase::REQUEST {
-            let seq = (*ex).seq.wrapping_add(1);
-            if starts_head {
-                // One record for both: the new request's head carries the exchange it ends,
-                // which halves the ring-buffer work on the request-start path.
-                let prev_end = if (*ex).phase == phase::RESPONSE {
-                    exchange_end::NEXT_REQUEST
-                } else {
-                    0
-                };
-                let capture = Capture {
-                    prev_end,
-                    ..Capture::new(payload_what::REQUEST_HEAD, side, seq, now, 0, cap)
-                };
-                request_head(ctx, pkt, key, st, &capture);
-            } else if (*ex).phase == phase::RESPONSE {
-                events::exchange(st, key, exchange_end::NEXT_REQUEST);
-            }
-            // Field by field: a struct literal would be built on the (small) BPF stack.
-            (*ex).seq = seq;
-            (*ex).req_first_ns = now;
-            (*ex).req_last_ns = now;
-            (*ex).req_bytes = len;
-            (*ex).req_packets = 1;
-            put(&raw mut (*ex).resp_first_ns, 0);
-            put(&raw mut (*ex).resp_last_ns, 0);
-            put(&raw mut (*ex).resp_bytes, 0);
-            put(&raw mut (*ex).resp_packets, 0);
-            put(&raw mut (*ex).resp_psh, 0);
-            (*ex).phase = phase::REQUEST;
-            (*ex).flags &= exchange_flag::TLS;
-            turn_offset = 0;
-            if starts_head {
-                (*ex).flags |= exchange_flag::HTTP_REQUEST;
-                if !is_unpipelined_request(&*p) {
-                    (*ex).flags |= exchange_flag::MAY_PIPELINE;
-                }
-                if pkt.payload_len > cap {
-                    (*ex).flags |= exchange_flag::HEAD_TRUNCATED;
-                }
-                return;
-            }
-        } else {
-            turn_offset = (*ex).req_bytes;
-            (*ex).req_bytes += len;
-            (*ex).req_packets += 1;
-            (*ex).req_last_ns = now;
-        }
-
-        // A ClientHello starts a client segment: the first one of the flow, a second one after
-        // a HelloRetryRequest (behind a ChangeCipherSpec record), or one inside a tunnel that a
-        // SOCKS or CONNECT exchange opened. Bounded per flow.
-        if sniffed && (*st).hellos < HELLOS_MAX && (*st).hello_got >= (*st).hello_want {
-            let p = &*p;
-            let want = if p[0] == tls::CONTENT_HANDSHAKE
-                && p[1] == tls::VERSION_MAJOR
-                && p[5] == tls::HANDSHAKE_CLIENT_HELLO
-            {
-                tls::RECORD_HEADER_LEN as u32 + u16::from_be_bytes([p[3], p[4]]) as u32
-            } else if p[0] == tls::CONTENT_CHANGE_CIPHER_SPEC
-                && p[1] == tls::VERSION_MAJOR
-                && p[3] == 0
-                && p[4] == 1
-            {
-                // CCS (6 bytes) then the handshake record, whose length we cannot see here.
-                pkt.payload_len
-            } else {
-                0
-            };
-            if want != 0 {
-                (*st).hellos += 1;
-                put(&raw mut (*st).hello_got, 0);
-                (*st).hello_want = if want > HELLO_MAX {
-                    HELLO_MAX as u16
-                } else {
-                    want as u16
-                };
-                if want > HELLO_MAX {
-                    bump(KernelCounter::EventHelloTruncated);
-                }
-                (*ex).flags |= exchange_flag::TLS;
-            }
-        }
-        if (*st).hello_got < (*st).hello_want {
-            let want = ((*st).hello_want - (*st).hello_got) as u32;
-            let capture = Capture::new(
-                payload_what::TLS_HELLO,
-                side,
-                (*ex).seq,
-                now,
-                (*st).hello_got as u64,
-                want,
-            );
-            let got = events::payload(ctx, pkt, key, st, &capture);
-            if got == 0 || (got < want && got < pkt.payload_len) {
-                // This segment did not fit in one record: the rest of the hello is lost.
-                bump(KernelCounter::EventHelloTruncated);
-                (*st).hello_want = (*st).hello_got;
-            } else {
-                (*st).hello_got += got as u16;
-            }
-            return;
-        }
-        if (*ex).flags & exchange_flag::TLS != 0 {
-            return;
-        }
-        if !starts_head
-            && (*ex).flags & exchange_flag::HTTP_REQUEST != 0
-            && turn_offset < cap as u64
-        {
-            // The head continues in this segment (a client writing the head in pieces).
-            let capture = Capture::new(
-                payload_what::REQUEST_MORE,
-                side,
-                (*ex).seq,
-                now,
-                turn_offset,
-                cap - turn_offset as u32,
-            );
-            events::payload(ctx, pkt, key, st, &capture);
-            return;
-        }
-        if starts_head {
-            // A second request in the same turn: pipelining, whatever the method.
-            (*ex).flags |= exchange_flag::MAY_PIPELINE;
-            let capture = Capture::new(
-                payload_what::REQUEST_HEAD,
-                side,
-                (*ex).seq,
-                now,
-                turn_offset,
-                cap,
-            );
-            request_head(ctx, pkt, key, st, &capture);
-        }
-    }
-}
-
-/// Captures a request head; a head longer than the capture is a counted truncation.
-#[inline(always)]
-fn request_head(
-    ctx: &TcContext,
-    pkt: &Packet,
-    key: &FlowKey,
-    st: *const FlowState,
-    capture: &Capture,
-) {
-    events::payload(ctx, pkt, key, st, capture);
-    if pkt.payload_len > capture.limit {
-        bump(KernelCounter::EventHeadTruncated);
-    }
 }
 
 /// # Safety
