@@ -234,7 +234,7 @@ impl Table {
     ) -> &mut EntityState {
         if !self.map.contains_key(value) {
             if self.map.len() >= self.capacity {
-                self.evict();
+                self.evict(now_ns);
             }
             self.created += 1;
             self.map
@@ -247,23 +247,31 @@ impl Table {
             .or_insert_with(|| EntityState::new(now_ns, windows, buckets))
     }
 
-    /// Drop the least recently seen sixteenth (at least one): amortises the scan. Entities
-    /// with a raised detection go only when nothing else is left to evict.
-    fn evict(&mut self) {
-        let mut ages: Vec<(bool, u64, Box<str>)> = self
+    /// Drop a sixteenth (at least one; amortises the scan): newcomers first, least recently
+    /// seen first among them. An entity with [`ESTABLISHED_REQUESTS`] in its longest window
+    /// goes only when no newcomer is left, and one with a raised detection only when nothing
+    /// else is: a flood of one-request identities evicts its own kind, not the harvester whose
+    /// history it was sent to erase.
+    fn evict(&mut self, now_ns: u64) {
+        let mut order: Vec<(bool, bool, u64, Box<str>)> = self
             .map
             .iter()
             .map(|(k, s)| {
+                let established = s
+                    .windows
+                    .last()
+                    .is_some_and(|w| w.sum(now_ns).requests >= ESTABLISHED_REQUESTS);
                 (
                     s.raised.iter().any(Option::is_some),
+                    established,
                     s.last_seen_ns,
                     k.clone(),
                 )
             })
             .collect();
-        ages.sort_unstable();
-        let n = (ages.len() / 16).max(1);
-        for (_, _, k) in ages.into_iter().take(n) {
+        order.sort_unstable();
+        let n = (order.len() / 16).max(1);
+        for (_, _, _, k) in order.into_iter().take(n) {
             self.map.remove(&k);
             self.raised_keys.remove(&k);
             self.evicted += 1;
@@ -288,6 +296,10 @@ impl Table {
         self.queue.extend(dirty);
     }
 }
+
+/// Requests in an entity's longest window that make its history worth more than a
+/// newcomer's when the table must evict (the baseline's smallest sample, `min_requests`).
+pub const ESTABLISHED_REQUESTS: u32 = 8;
 
 /// The most one entity holds with the default windows (3 windows of 6 buckets) when every
 /// linked set is full and has spilled into its HyperLogLog: the README's memory formula.
@@ -353,5 +365,32 @@ mod tests {
         assert_eq!(t.created - t.evicted, t.map.len() as u64);
         // The newest survive.
         assert!(t.map.contains_key("k999"));
+    }
+
+    /// A flood of one-request identities cannot push out an entity with history, however
+    /// long ago that entity was last seen.
+    #[test]
+    fn a_flood_of_newcomers_evicts_newcomers_not_established_entities() {
+        let mut t = Table::new(100);
+        let windows = [60, 600];
+        for r in 0..ESTABLISHED_REQUESTS as u64 {
+            let st = t.entry("harvester", r, &windows, 6);
+            for w in st.windows.iter_mut() {
+                if let Some(b) = w.bucket_at(r) {
+                    b.requests += 1;
+                }
+            }
+            st.last_seen_ns = r;
+        }
+        for i in 0..10_000u64 {
+            let now = 1_000_000 + i;
+            t.entry(&format!("flood{i}"), now, &windows, 6).last_seen_ns = now;
+        }
+        assert!(t.map.len() <= 100);
+        assert!(
+            t.map.contains_key("harvester"),
+            "the established entity was evicted"
+        );
+        assert!(t.evicted >= 9_900);
     }
 }

@@ -115,3 +115,33 @@ pub fn dante(out: &Path, ip: &str, port: u16) -> anyhow::Result<PathBuf> {
     )?;
     Ok(path)
 }
+
+/// Entities per type the lab's detectors keep: the shipped configuration's, smaller so that an
+/// outside flood actor (a few thousand fresh keys in a short run) overflows the table and the
+/// lab shows what eviction does under a flood. Memory knob only: every threshold stays the
+/// shipped one.
+pub const LAB_MAX_ENTITIES_PER_TYPE: usize = 2000;
+
+pub fn detect_config_path(out: &Path) -> PathBuf {
+    out.join("detect.toml")
+}
+
+/// The detector configuration of the lab's agents and of its `siphon detect` runs: the shipped
+/// file (deploy/kubernetes/config/detect.toml) with [`LAB_MAX_ENTITIES_PER_TYPE`].
+pub fn detect_config(out: &Path, root: &Path) -> anyhow::Result<PathBuf> {
+    let shipped = root.join("deploy/kubernetes/config/detect.toml");
+    let text = std::fs::read_to_string(&shipped)
+        .with_context(|| format!("reading {}", shipped.display()))?;
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("max_entities_per_type"))
+        .with_context(|| format!("no max_entities_per_type in {}", shipped.display()))?;
+    let lab = text.replacen(
+        line,
+        &format!("max_entities_per_type = {LAB_MAX_ENTITIES_PER_TYPE}"),
+        1,
+    );
+    let path = detect_config_path(out);
+    std::fs::write(&path, lab)?;
+    Ok(path)
+}

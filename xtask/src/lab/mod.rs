@@ -243,6 +243,7 @@ impl Lab {
         let mut keys = actors::Keys::new();
         keys.outside = outside::server_keys(&self.outside);
         configs::certificates(&self.out)?;
+        configs::detect_config(&self.out, &self.root)?;
         std::fs::write(
             self.out.join("server-keys.txt"),
             keys.server_keys().join("\n") + "\n",

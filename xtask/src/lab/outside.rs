@@ -37,6 +37,10 @@ pub enum Label {
     Benign,
     Harvester,
     Relay,
+    /// An adversary spraying fresh identities (keys, addresses, fingerprints, paths) to fill
+    /// the detector's tables: not a detection target itself; the checks want its churn seen
+    /// and every harvester still raised.
+    Flood,
 }
 
 impl Label {
@@ -45,6 +49,7 @@ impl Label {
             Label::Benign => "benign",
             Label::Harvester => "harvester",
             Label::Relay => "relay",
+            Label::Flood => "flood",
         }
     }
 }

@@ -69,6 +69,8 @@ impl Lab {
             .arg(self.out.join(format!("siphon-{role}-exchanges.jsonl")))
             .arg("--detection-log")
             .arg(self.out.join(format!("siphon-{role}-detections.jsonl")))
+            .arg("--detect-config")
+            .arg(configs::detect_config_path(&self.out))
             .env("SIPHON_KEY_HASH_SECRET", KEY_HASH_SECRET);
             // haproxy adds one X-Forwarded-For hop: on the server's requests, and on the
             // plaintext requests it sends out of the ingress node itself.

@@ -42,6 +42,8 @@ pub struct ActorVerdict {
 pub fn run_detect(siphon: &Path, out: &Path) -> anyhow::Result<()> {
     let status = Command::new(siphon)
         .arg("detect")
+        .arg("--config")
+        .arg(super::configs::detect_config_path(out))
         .arg(out.join("siphon-server-exchanges.jsonl"))
         .arg(out.join("siphon-ingress-exchanges.jsonl"))
         .arg("--events")
@@ -307,6 +309,8 @@ pub fn live_matches_offline(siphon: &Path, out: &Path) -> anyhow::Result<Vec<Str
         let offline = out.join(format!("detections-{role}-offline.jsonl"));
         let status = Command::new(siphon)
             .arg("detect")
+            .arg("--config")
+            .arg(super::configs::detect_config_path(out))
             .arg(out.join(format!("siphon-{role}-exchanges.jsonl")))
             .arg("--events")
             .arg(&offline)
