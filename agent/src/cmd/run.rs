@@ -139,7 +139,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let served = runtime.block_on(async {
         let app = server::router(Arc::clone(&shared), !args.no_flows_endpoint);
-        axum::serve(listener, app)
+        axum::serve(crate::export::limits::bounded(listener), app)
             .with_graceful_shutdown(shutdown_signal())
             .await
     });
@@ -246,6 +246,14 @@ impl Sweeper {
 
     fn sweep_once(&mut self) -> anyhow::Result<()> {
         let started = Instant::now();
+        // Read before the snapshot, so flows created in between make the LRU count low, not high.
+        let created = self
+            .shared
+            .lock()
+            .counters
+            .kernel_counters()
+            .ok()
+            .map(|c| c[agent_common::KernelCounter::FlowsCreated as usize]);
         let mut outcome = self
             .tracker
             .sweep(&mut self.flow_maps, monotonic_ns(), &self.expiry)?;
@@ -264,7 +272,7 @@ impl Sweeper {
             });
         }
         let mut g = self.shared.lock();
-        g.metrics.record_sweep(&outcome, started.elapsed());
+        g.metrics.record_sweep(&outcome, started.elapsed(), created);
         g.flows = outcome.flows;
         Ok(())
     }
