@@ -2,5 +2,7 @@
 //! endpoints. Namespaces and veth pairs come from `siphon-testkit`.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod bpffs;
+pub mod load;
 pub mod prom;
 pub mod siphon;
