@@ -22,8 +22,7 @@ fn tcx_programs(ns: &NetNs, dev: &str) -> Vec<String> {
             aya::programs::TcAttachType::Ingress,
             aya::programs::TcAttachType::Egress,
         ] {
-            let (_, progs) =
-                aya::programs::SchedClassifier::query_tcx(&dev, t).expect("query tcx");
+            let (_, progs) = aya::programs::SchedClassifier::query_tcx(&dev, t).expect("query tcx");
             names.extend(
                 progs
                     .iter()
@@ -63,13 +62,17 @@ fn kill_9_and_restart_keeps_counts_and_attaches_once() {
     let netns = std::fs::metadata(format!("/run/netns/{}", pair.a.name))
         .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
         .expect("netns inode");
-    let stale = fs.base().join(format!("v0-0123456789abcdef/netns-{netns}/maps"));
+    let stale = fs
+        .base()
+        .join(format!("v0-0123456789abcdef/netns-{netns}/maps"));
     std::fs::create_dir_all(&stale).expect("stale version dir");
     let stale_map = stale.join("FLOWS");
     let made = std::process::Command::new("bpftool")
         .args(["map", "create"])
         .arg(&stale_map)
-        .args(["type", "hash", "key", "4", "value", "4", "entries", "8", "name", "FLOWS"])
+        .args([
+            "type", "hash", "key", "4", "value", "4", "entries", "8", "name", "FLOWS",
+        ])
         .status()
         .expect("bpftool");
     assert!(made.success(), "creating the stale pinned map");
@@ -115,7 +118,11 @@ fn kill_9_and_restart_keeps_counts_and_attaches_once() {
         sent += 200;
         // The last restart also changes the flow table's size: that map is replaced, the
         // counters are kept.
-        agent = start(if round + 1 == RESTARTS { "2048" } else { "4096" });
+        agent = start(if round + 1 == RESTARTS {
+            "2048"
+        } else {
+            "4096"
+        });
         assert_eq!(
             tcx_programs(&pair.a, &pair.dev_a),
             SIPHON_PROGS,
@@ -135,7 +142,10 @@ fn kill_9_and_restart_keeps_counts_and_attaches_once() {
     let (agent1, kernel1) = quiet_reading(&agent, &pair.a, &pair.dev_a);
     let seen = minus(agent1, agent0);
     let truth = minus(kernel1, kernel0);
-    assert!(truth[2] >= sent, "the datagrams crossed the link: {truth:?}");
+    assert!(
+        truth[2] >= sent,
+        "the datagrams crossed the link: {truth:?}"
+    );
     assert_eq!(
         seen, truth,
         "the agent's totals over {RESTARTS} kill -9 restarts equal the interface's own counters \

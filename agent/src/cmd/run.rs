@@ -99,6 +99,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let detector = detector_sink(&args, metrics.registry(), &log_metrics)?;
     let pipeline = Pipeline::new(decode, capacity, exchange_log).with_sink(Box::new(detector));
     let shared = Arc::new(Shared::new(metrics, counters));
+    {
+        let mut g = shared.lock();
+        let created =
+            g.counters.kernel_counters()?[agent_common::KernelCounter::FlowsCreated as usize];
+        g.metrics
+            .baseline_lru(created, flow_maps.snapshot()?.len() as u64);
+    }
 
     let mut attacher = Attacher::new(mechanism, pins);
     if let Err(e) = attach_initial(&mut ebpf, &mut attacher, &selection, &shared) {

@@ -6,7 +6,7 @@
 //! most [`MAX_CONNECTIONS`] are served at once (more wait in the kernel's listen backlog), and a
 //! connection with no progress for [`IDLE_TIMEOUT`] in either direction is closed (a client that
 //! never finishes its request, or never reads its answer). A connection's memory is hyper's
-//! buffers plus at most one /metrics body, so the whole endpoint stays within a few MiB.
+//! buffers plus at most one /metrics body, so the whole endpoint's memory is bounded.
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
@@ -18,8 +18,10 @@ use tokio::{
 use tokio_io_timeout::TimeoutStream;
 
 /// Connections served at once. A scrape takes milliseconds, so a handful of Prometheus servers
-/// and people with curl never come near it.
-pub const MAX_CONNECTIONS: usize = 64;
+/// and people with curl never come near it; past it, new connections wait (at most
+/// [`IDLE_TIMEOUT`]) for a hung one to be closed. Each costs a few KiB idle and at most one
+/// /metrics body (~100 KiB) when its reader stalls: the endpoint stays under ~30 MiB.
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// A connection that moves no byte either way for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -67,14 +67,12 @@ impl LruAccount {
             self.removed += removed_now;
             return self.seen;
         };
-        let (created0, active0) = *self
-            .base
-            .get_or_insert((created, active + removed_now));
+        let (created0, active0) = *self.base.get_or_insert((created, active + removed_now));
         self.removed += removed_now;
         // Flows created after the counter was read but before the snapshot make this low for
         // one sweep (never high), and the caller keeps the exported counter monotonic.
-        let derived = (created.saturating_sub(created0) + active0)
-            .saturating_sub(self.removed + active);
+        let derived =
+            (created.saturating_sub(created0) + active0).saturating_sub(self.removed + active);
         derived.max(self.seen)
     }
 }
@@ -346,6 +344,12 @@ impl Metrics {
         }
     }
 
+    /// Starts the LRU account from the table as loaded (pinned maps bring a previous agent's
+    /// flows and count), before anything is attached, so a flood right after start is counted.
+    pub fn baseline_lru(&mut self, created: u64, active: u64) {
+        self.lru.base = Some((created, active));
+    }
+
     /// The registry, for other metric groups (capacity) to register into.
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -417,7 +421,10 @@ mod tests {
         // First sweep: 100 flows existed since before the agent; 10 expired.
         assert_eq!(a.update(&sweep(90, 10, 0), Some(500)), 0);
         // 5000 flows created through a 1024-entry table; the sweeper expired 20 and noticed 7.
-        assert_eq!(a.update(&sweep(1024, 20, 7), Some(5500)), 5000 + 90 - 20 - 1024);
+        assert_eq!(
+            a.update(&sweep(1024, 20, 7), Some(5500)),
+            5000 + 90 - 20 - 1024
+        );
         // No kernel counter: what the sweeper saw.
         let mut b = LruAccount::default();
         assert_eq!(b.update(&sweep(10, 0, 3), None), 3);

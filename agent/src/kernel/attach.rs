@@ -137,9 +137,7 @@ impl Attacher {
                     }
                     // Someone (maybe Cilium, maybe an earlier tool) already has one: use it,
                     // keep it, unless the marker says a Siphon that died created it.
-                    Err(tc::TcError::NetlinkError(e))
-                        if e.raw_os_error() == Some(libc::EEXIST) =>
-                    {
+                    Err(tc::TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {
                         lock.clsact_marked(&iface.name)
                     }
                     Err(e) => {
@@ -207,7 +205,11 @@ impl Attacher {
             Mechanism::Tcx => TcAttachOptions::TcxOrder(LinkOrder::default()),
             Mechanism::Netlink => TcAttachOptions::Netlink(NlOptions::default()),
         };
-        let Some(pins) = self.pins.as_ref().filter(|_| self.mechanism == Mechanism::Tcx) else {
+        let Some(pins) = self
+            .pins
+            .as_ref()
+            .filter(|_| self.mechanism == Mechanism::Tcx)
+        else {
             return Ok(Held::Owned(program.attach_with_options(
                 &iface.name,
                 attach_type,
@@ -224,8 +226,7 @@ impl Attacher {
                 // Its interface went away (the link is defunct) or it is not a tcx link.
                 Err(e) => {
                     tracing::warn!(interface = %iface.name, "pinned link {} not reusable, replacing it: {e:#}", pin.display());
-                    fs::remove_file(&pin)
-                        .with_context(|| format!("removing {}", pin.display()))?;
+                    fs::remove_file(&pin).with_context(|| format!("removing {}", pin.display()))?;
                 }
             }
         }
@@ -325,7 +326,8 @@ fn refuse_if_other_siphon(ebpf: &mut Ebpf, iface: &Iface) -> anyhow::Result<()> 
             .with_context(|| format!("querying tcx programs on {}", iface.name))?;
         for p in programs {
             let name = p.name_as_str().unwrap_or_default();
-            if (name == names::PROG_INGRESS || name == names::PROG_EGRESS) && !ours.contains(&p.id())
+            if (name == names::PROG_INGRESS || name == names::PROG_EGRESS)
+                && !ours.contains(&p.id())
             {
                 bail!(
                     "interface {} already has Siphon's {} program attached (prog id {}): another \

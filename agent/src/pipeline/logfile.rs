@@ -197,7 +197,8 @@ mod tests {
             "exchange",
             &metrics,
         );
-        log.write_all(b"aaaaaa\nbbbbbb\ncccccc\n").expect("buffered");
+        log.write_all(b"aaaaaa\nbbbbbb\ncccccc\n")
+            .expect("buffered");
         log.flush().expect("never fails");
         // "aaaaaa\n" and "bbb" reached the disk: two lines lost (b's and c's).
         assert_eq!(log.errors.get(), 1);

@@ -12,7 +12,10 @@ pub struct BpfFs {
 
 impl BpfFs {
     pub fn mount(tag: &str) -> BpfFs {
-        let path = PathBuf::from(format!("/tmp/siphon-test-bpffs-{}-{tag}", std::process::id()));
+        let path = PathBuf::from(format!(
+            "/tmp/siphon-test-bpffs-{}-{tag}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&path).expect("mount point");
         let ok = Command::new("mount")
             .args(["-t", "bpf", "bpf"])

@@ -107,8 +107,15 @@ fn serve(mut conn: TcpStream, port: u16, log: &Mutex<Vec<Answered>>, stop: &Atom
 }
 
 /// Keep-alive ping-pong from the calling thread (which must be in the client namespace) until
-/// `stop` is set, `max` requests are done or `limit` passes. Returns (local port, requests).
-pub fn ping_pong(server: SocketAddr, stop: &AtomicBool, max: u32, limit: Duration) -> (u16, u32) {
+/// `stop` is set, `max` requests are done or `limit` passes, `pace` apart (zero: flat out).
+/// Returns (local port, requests).
+pub fn ping_pong(
+    server: SocketAddr,
+    stop: &AtomicBool,
+    max: u32,
+    limit: Duration,
+    pace: Duration,
+) -> (u16, u32) {
     let deadline = Instant::now() + limit;
     let mut c = TcpStream::connect_timeout(&server, Duration::from_secs(5)).expect("connect");
     c.set_read_timeout(Some(Duration::from_secs(5)))
@@ -121,6 +128,9 @@ pub fn ping_pong(server: SocketAddr, stop: &AtomicBool, max: u32, limit: Duratio
         c.write_all(REQUEST).expect("request");
         c.read_exact(&mut answer).expect("response");
         done += 1;
+        if !pace.is_zero() {
+            std::thread::sleep(pace);
+        }
     }
     (port, done)
 }
@@ -141,8 +151,7 @@ pub fn udp_flows(host: &str, ports: std::ops::Range<u16>) -> u64 {
 /// The agent's interface counters for `dev`: (rx packets, rx bytes, tx packets, tx bytes).
 pub fn agent_iface(m: &std::collections::HashMap<String, f64>, dev: &str) -> [u64; 4] {
     let get = |name: &str, dir: &str| {
-        super::prom::value(m, name, &[("interface", dev), ("direction", dir)]).unwrap_or(0.0)
-            as u64
+        super::prom::value(m, name, &[("interface", dev), ("direction", dir)]).unwrap_or(0.0) as u64
     };
     [
         get("siphon_interface_packets_total", "ingress"),
