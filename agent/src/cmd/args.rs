@@ -92,6 +92,14 @@ pub struct RunArgs {
     /// authentication); it then answers 404. Served by default.
     #[arg(long)]
     pub no_flows_endpoint: bool,
+    /// Pin the kernel maps and tcx links under this directory of a BPF filesystem (in
+    /// `<layout version>/netns-<inode>/`), so a restarted agent continues the counts and takes
+    /// over the links instead of attaching again. Off unless given (the DaemonSet sets it).
+    #[arg(long, value_name = "DIR", env = "SIPHON_PIN_PATH")]
+    pub pin_path: Option<std::path::PathBuf>,
+    /// Do not pin, even if --pin-path or SIPHON_PIN_PATH is set.
+    #[arg(long)]
+    pub no_pin: bool,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 }

@@ -30,7 +30,10 @@ use crate::{
         object::{self, LoadOptions},
         sweep::{ExpiryConfig, FlowTracker},
     },
-    pipeline::{service_ports, Pipeline},
+    pipeline::{
+        logfile::{LogFile, LogMetrics},
+        service_ports, Pipeline,
+    },
 };
 
 const IPPROTO_TCP: u8 = 6;
@@ -54,7 +57,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .block_on(tokio::net::TcpListener::bind(args.listen))
         .with_context(|| format!("cannot listen on {}", args.listen))?;
 
-    let mut ebpf = object::load(LoadOptions {
+    let load_options = LoadOptions {
         max_flows: args.max_flows,
         time_source: TimeSource::Monotonic,
         head_capture_bytes: args
@@ -64,7 +67,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         ringbuf_bytes: args
             .ringbuf_bytes
             .unwrap_or_else(object::default_ringbuf_bytes),
-    })?;
+    };
+    let pins = crate::kernel::pin::from_args(&args, &load_options)?;
+    let mut ebpf = object::load_with_pins(load_options, pins.as_ref())?;
     let (counters, mut flow_maps) = maps::take_all(&mut ebpf)?;
     let ring = RingBuf::try_from(
         ebpf.take_map(names::MAP_EVENTS)
@@ -86,21 +91,23 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         kernel: kernel.trim(),
     })?;
     let capacity = CapacityMetrics::new(metrics.registry(), services)?;
+    let log_metrics = LogMetrics::new(metrics.registry())?;
     let exchange_log: Option<Box<dyn std::io::Write + Send>> = match &args.exchange_log {
-        Some(path) => Some(Box::new(std::io::BufWriter::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("opening --exchange-log {}", path.display()))?,
-        ))),
+        Some(path) => Some(Box::new(LogFile::open(path, "exchange", &log_metrics)?)),
         None => None,
     };
-    let detector = detector_sink(&args, metrics.registry())?;
+    let detector = detector_sink(&args, metrics.registry(), &log_metrics)?;
     let pipeline = Pipeline::new(decode, capacity, exchange_log).with_sink(Box::new(detector));
     let shared = Arc::new(Shared::new(metrics, counters));
+    {
+        let mut g = shared.lock();
+        let created =
+            g.counters.kernel_counters()?[agent_common::KernelCounter::FlowsCreated as usize];
+        g.metrics
+            .baseline_lru(created, flow_maps.snapshot()?.len() as u64);
+    }
 
-    let mut attacher = Attacher::new(mechanism);
+    let mut attacher = Attacher::new(mechanism, pins);
     if let Err(e) = attach_initial(&mut ebpf, &mut attacher, &selection, &shared) {
         attacher.detach_all(&mut ebpf);
         return Err(e);
@@ -139,7 +146,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let served = runtime.block_on(async {
         let app = server::router(Arc::clone(&shared), !args.no_flows_endpoint);
-        axum::serve(listener, app)
+        axum::serve(crate::export::limits::bounded(listener), app)
             .with_graceful_shutdown(shutdown_signal())
             .await
     });
@@ -161,6 +168,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 fn detector_sink(
     args: &RunArgs,
     registry: &prometheus::Registry,
+    log_metrics: &LogMetrics,
 ) -> anyhow::Result<crate::detect::sink::DetectorSink> {
     use crate::detect::{config::Config, export::DetectorMetrics, Detector};
     let config = match &args.detect_config {
@@ -168,13 +176,7 @@ fn detector_sink(
         None => Config::default(),
     };
     let log: Option<Box<dyn std::io::Write + Send>> = match &args.detection_log {
-        Some(path) => Some(Box::new(std::io::BufWriter::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("opening --detection-log {}", path.display()))?,
-        ))),
+        Some(path) => Some(Box::new(LogFile::open(path, "detection", log_metrics)?)),
         None => None,
     };
     Ok(crate::detect::sink::DetectorSink::new(
@@ -251,6 +253,14 @@ impl Sweeper {
 
     fn sweep_once(&mut self) -> anyhow::Result<()> {
         let started = Instant::now();
+        // Read before the snapshot, so flows created in between make the LRU count low, not high.
+        let created = self
+            .shared
+            .lock()
+            .counters
+            .kernel_counters()
+            .ok()
+            .map(|c| c[agent_common::KernelCounter::FlowsCreated as usize]);
         let mut outcome = self
             .tracker
             .sweep(&mut self.flow_maps, monotonic_ns(), &self.expiry)?;
@@ -269,7 +279,7 @@ impl Sweeper {
             });
         }
         let mut g = self.shared.lock();
-        g.metrics.record_sweep(&outcome, started.elapsed());
+        g.metrics.record_sweep(&outcome, started.elapsed(), created);
         g.flows = outcome.flows;
         Ok(())
     }

@@ -40,6 +40,41 @@ pub struct Metrics {
     sweep_duration: Histogram,
     /// Last kernel value seen per exported series, to export increases only.
     last: HashMap<SeriesId, u64>,
+    lru: LruAccount,
+}
+
+/// Counts the flows the kernel's LRU evicted. The sweeper sees only flows that lived across two
+/// sweeps; in a flood most flows are created and evicted between two sweeps. The kernel counts
+/// every flow it creates, so what left the table without the sweeper removing it is
+/// `created − removed by the sweeper − growth of the table`, counted from the first sweep.
+#[derive(Default)]
+struct LruAccount {
+    /// (flows created, flows in the table) at the first sweep, before its removals.
+    base: Option<(u64, u64)>,
+    removed: u64,
+    /// Evictions the sweeper saw itself (a lower bound if the kernel counter is unreadable).
+    seen: u64,
+}
+
+impl LruAccount {
+    /// The all-time eviction count after this sweep.
+    fn update(&mut self, outcome: &SweepOutcome, created: Option<u64>) -> u64 {
+        let of = |r| outcome.evicted.get(&r).copied().unwrap_or(0);
+        let removed_now = of(EvictReason::Idle) + of(EvictReason::Closed);
+        self.seen += of(EvictReason::LruEvicted);
+        let active = outcome.active as u64;
+        let Some(created) = created else {
+            self.removed += removed_now;
+            return self.seen;
+        };
+        let (created0, active0) = *self.base.get_or_insert((created, active + removed_now));
+        self.removed += removed_now;
+        // Flows created after the counter was read but before the snapshot make this low for
+        // one sweep (never high), and the caller keeps the exported counter monotonic.
+        let derived =
+            (created.saturating_sub(created0) + active0).saturating_sub(self.removed + active);
+        derived.max(self.seen)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -58,6 +93,7 @@ enum SeriesId {
         direction: FlowDirection,
         payload: bool,
     },
+    LruEvicted,
 }
 
 /// Advances `counter` by how much `now` exceeds the last value seen for `id`.
@@ -148,6 +184,7 @@ impl Metrics {
             sweep_duration: histogram(&r, "siphon_flow_sweep_duration_seconds", "Time to sweep the flow table.", prometheus::exponential_buckets(0.0001, 4.0, 10)?)?,
             registry: r,
             last: HashMap::new(),
+            lru: LruAccount::default(),
         };
         // Create every bounded series up front so dashboards see zeros, not gaps.
         for c in KernelCounter::ALL {
@@ -258,14 +295,32 @@ impl Metrics {
         }
     }
 
-    pub fn record_sweep(&mut self, outcome: &SweepOutcome, took: std::time::Duration) {
+    /// `created`: the kernel's flows-created counter, read before the sweep's snapshot (none
+    /// if it could not be read).
+    pub fn record_sweep(
+        &mut self,
+        outcome: &SweepOutcome,
+        took: std::time::Duration,
+        created: Option<u64>,
+    ) {
         self.sweep_duration.observe(took.as_secs_f64());
         self.flows_active.set(outcome.active as i64);
         for (reason, n) in &outcome.evicted {
-            self.flows_evicted
-                .with_label_values(&[reason.label()])
-                .inc_by(*n);
+            if *reason != EvictReason::LruEvicted {
+                self.flows_evicted
+                    .with_label_values(&[reason.label()])
+                    .inc_by(*n);
+            }
         }
+        let lru = self.lru.update(outcome, created);
+        advance(
+            &mut self.last,
+            SeriesId::LruEvicted,
+            &self
+                .flows_evicted
+                .with_label_values(&[EvictReason::LruEvicted.label()]),
+            lru,
+        );
         for d in FlowDirection::ALL {
             let t = outcome.totals.get(d);
             advance(
@@ -287,6 +342,12 @@ impl Metrics {
                 t.payload_bytes,
             );
         }
+    }
+
+    /// Starts the LRU account from the table as loaded (pinned maps bring a previous agent's
+    /// flows and count), before anything is attached, so a flood right after start is counted.
+    pub fn baseline_lru(&mut self, created: u64, active: u64) {
+        self.lru.base = Some((created, active));
     }
 
     /// The registry, for other metric groups (capacity) to register into.
@@ -343,6 +404,30 @@ mod tests {
         assert_eq!(c.get(), 15);
         advance(&mut last, id(), &c, 5);
         assert_eq!(c.get(), 17);
+    }
+
+    #[test]
+    fn lru_evictions_between_sweeps_are_counted() {
+        let sweep = |active: usize, idle: u64, lru_seen: u64| {
+            let mut o = SweepOutcome {
+                active,
+                ..Default::default()
+            };
+            o.evicted.insert(EvictReason::Idle, idle);
+            o.evicted.insert(EvictReason::LruEvicted, lru_seen);
+            o
+        };
+        let mut a = LruAccount::default();
+        // First sweep: 100 flows existed since before the agent; 10 expired.
+        assert_eq!(a.update(&sweep(90, 10, 0), Some(500)), 0);
+        // 5000 flows created through a 1024-entry table; the sweeper expired 20 and noticed 7.
+        assert_eq!(
+            a.update(&sweep(1024, 20, 7), Some(5500)),
+            5000 + 90 - 20 - 1024
+        );
+        // No kernel counter: what the sweeper saw.
+        let mut b = LruAccount::default();
+        assert_eq!(b.update(&sweep(10, 0, 3), None), 3);
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! What leaves the agent: the agent's own and per-interface metrics ([`metrics`]), the capacity
 //! metrics built from reports ([`capacity`]), the registration helpers they share
-//! ([`registry`]), and the HTTP endpoint that serves them ([`server`]) from the
-//! state the sweeper keeps current ([`state`]).
+//! ([`registry`]), and the HTTP endpoint that serves them ([`server`], its connection bounds in
+//! [`limits`]) from the state the sweeper keeps current ([`state`]).
 
 pub mod capacity;
+pub mod limits;
 pub mod metrics;
 pub mod registry;
 pub mod server;

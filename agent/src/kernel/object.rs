@@ -4,6 +4,8 @@ use agent_common::{names, TimeSource, CAPTURE_MAX};
 use anyhow::Context as _;
 use aya::{programs::SchedClassifier, Ebpf, EbpfLoader};
 
+use crate::kernel::pin::{pinned_maps, PinDir};
+
 /// The oldest kernel line the programs were verified on (Debian's 6.1 and 6.12 cloud kernels
 /// under qemu; the development machine runs 6.18).
 const MIN_TESTED_KERNEL: &str = "6.1";
@@ -66,6 +68,11 @@ const WAKEUP_RECORDS: u32 = 256;
 
 /// Loads maps and both classifiers into the kernel (not attached anywhere yet).
 pub fn load(opts: LoadOptions) -> anyhow::Result<Ebpf> {
+    load_with_pins(opts, None)
+}
+
+/// As [`load`], with the maps [`PinDir::prepare`] checked reused from (or pinned to) `pins`.
+pub fn load_with_pins(opts: LoadOptions, pins: Option<&PinDir>) -> anyhow::Result<Ebpf> {
     raise_memlock_limit();
     let time_source = opts.time_source as u8;
     let head = opts.head_capture_bytes.clamp(1, CAPTURE_MAX as u32);
@@ -76,7 +83,13 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Ebpf> {
         );
     }
     let ns_per_tick = ns_per_tick();
-    let mut ebpf = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    if let Some(pins) = pins {
+        for shape in pinned_maps(opts.max_flows, opts.ringbuf_bytes) {
+            loader.map_pin_path(shape.name, pins.map(shape.name));
+        }
+    }
+    let mut ebpf = loader
         .map_max_entries(names::MAP_FLOWS, opts.max_flows)
         .map_max_entries(names::MAP_EVENTS, opts.ringbuf_bytes)
         .override_global(names::GLOBAL_TIME_SOURCE, &time_source, true)

@@ -7,6 +7,7 @@ use std::io::Write;
 use agent_common::{exchange_end, phase, ExchangeRecord, FlowKey, FlowState};
 
 pub mod assemble;
+pub mod logfile;
 pub mod records;
 pub mod report;
 pub mod service_ports;

@@ -2,6 +2,8 @@
 //! a child process and reading its HTTP endpoints. Namespaces and veth pairs come from `siphon-testkit`.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod bpffs;
+pub mod load;
 pub mod prom;
 pub mod siphon;
 pub mod test_run;

@@ -80,6 +80,39 @@ impl<'a> Agent<'a> {
         super::prom::parse(&body)
     }
 
+    /// SIGKILL (no chance to detach or flush), then reap it. Returns what it printed.
+    pub fn kill9(&mut self) -> String {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+        let mut err = String::new();
+        if let Some(e) = child.stderr.as_mut() {
+            let _ = e.read_to_string(&mut err);
+        }
+        err
+    }
+
+    /// Resident memory of the agent process, KiB (/proc/<pid>/status).
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Sockets the agent process holds open.
+    pub fn open_sockets(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| {
+                d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                    .filter(|t| t.to_string_lossy().starts_with("socket:"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     /// SIGTERM, then wait up to 15 s. Returns the exit status and what it printed.
     pub fn stop(&mut self) -> (ExitStatus, String) {
         let mut child = self.child.take().expect("running");
