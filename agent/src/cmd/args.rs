@@ -92,6 +92,14 @@ pub struct RunArgs {
     /// authentication); it then answers 404. Served by default.
     #[arg(long)]
     pub no_flows_endpoint: bool,
+    /// TLS, client certificates and basic auth for the listener, in the Prometheus
+    /// exporter-toolkit web-config format (as node_exporter's --web.config.file).
+    #[arg(long, value_name = "PATH")]
+    pub web_config_file: Option<std::path::PathBuf>,
+    /// After the hash secret file changes, keys are also hashed under the previous secret
+    /// (`api_key_hash_prev`) for this long, so the two hashes of one key can be joined.
+    #[arg(long, value_parser = parse_duration, default_value = "1h")]
+    pub key_hash_overlap: Duration,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 }
