@@ -13,7 +13,10 @@ use caps::{CapSet, Capability, CapsHashSet};
 /// `CAP_PERFMON` (it implies both for BPF purposes).
 const REQUIRED: &[(Capability, &str)] = &[
     (Capability::CAP_BPF, "load the program and create its maps"),
-    (Capability::CAP_NET_ADMIN, "attach to interfaces (tcx or cls_bpf)"),
+    (
+        Capability::CAP_NET_ADMIN,
+        "attach to interfaces (tcx or cls_bpf)",
+    ),
 ];
 /// Needed only where the verifier asks for it (pointer arithmetic on some kernels).
 const RECOMMENDED: &[(Capability, &str)] = &[(

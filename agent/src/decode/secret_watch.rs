@@ -82,9 +82,7 @@ impl SecretWatch {
         current: ApiKeyHasher,
         overlap: Duration,
     ) -> (SecretWatch, KeyUpdates) {
-        let digest = std::fs::read(&path)
-            .map(|b| digest(&b))
-            .unwrap_or_default();
+        let digest = std::fs::read(&path).map(|b| digest(&b)).unwrap_or_default();
         let published = Arc::new(Published {
             generation: AtomicU64::new(0),
             hasher: Mutex::new(current.clone()),

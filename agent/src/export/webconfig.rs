@@ -178,7 +178,9 @@ fn versions(
     let lo = min.map(rank).transpose()?.unwrap_or(12);
     let hi = max.map(rank).transpose()?.unwrap_or(13);
     if lo < 12 {
-        tracing::warn!("web config: min_version below TLS12 is raised to TLS12 (rustls has no older TLS)");
+        tracing::warn!(
+            "web config: min_version below TLS12 is raised to TLS12 (rustls has no older TLS)"
+        );
     }
     let mut out = Vec::new();
     if lo <= 12 && hi >= 12 {
@@ -221,8 +223,9 @@ pub struct BasicAuth {
 impl BasicAuth {
     fn new(users: BTreeMap<String, String>) -> anyhow::Result<BasicAuth> {
         for (user, hash) in &users {
-            hash.parse::<bcrypt::HashParts>()
-                .map_err(|e| anyhow::anyhow!("basic_auth_users {user:?}: not a bcrypt hash ({e})"))?;
+            hash.parse::<bcrypt::HashParts>().map_err(|e| {
+                anyhow::anyhow!("basic_auth_users {user:?}: not a bcrypt hash ({e})")
+            })?;
         }
         Ok(BasicAuth {
             users,
@@ -254,10 +257,10 @@ impl BasicAuth {
             let hash = hash.unwrap_or_else(dummy_hash);
             bcrypt::verify(&password, &hash)
         })
-            .await
-            .ok()
-            .and_then(|r| r.ok())
-            .unwrap_or(false);
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .unwrap_or(false);
         if ok && known {
             let mut cache = self.lock();
             if cache.len() >= AUTH_CACHE_ENTRIES {
@@ -275,7 +278,9 @@ impl BasicAuth {
 
 /// `Basic base64(user:password)` → (user, password).
 fn basic_credentials(value: &[u8]) -> Option<(String, Vec<u8>)> {
-    let rest = value.strip_prefix(b"Basic ").or_else(|| value.strip_prefix(b"basic "))?;
+    let rest = value
+        .strip_prefix(b"Basic ")
+        .or_else(|| value.strip_prefix(b"basic "))?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(rest.trim_ascii())
         .ok()?;

@@ -26,8 +26,10 @@ fn empty_and_auth_only_configs_parse() {
 
 #[test]
 fn unsupported_or_wrong_settings_are_refused_by_name() {
-    assert!(err("tls_server_config:\n  cert_file: a\n  key_file: b\n  cipher_suites: [x]\n")
-        .contains("cipher_suites"));
+    assert!(
+        err("tls_server_config:\n  cert_file: a\n  key_file: b\n  cipher_suites: [x]\n")
+            .contains("cipher_suites")
+    );
     assert!(err("http_server_config:\n  http2: false\n").contains("http_server_config"));
     assert!(err("basic_auth_users:\n  prom: plaintext\n").contains("not a bcrypt hash"));
     let dir = certs();
@@ -38,11 +40,15 @@ fn unsupported_or_wrong_settings_are_refused_by_name() {
         )
     };
     assert!(err(&base("  client_auth_type: RequireAnyClientCert\n")).contains("not supported"));
-    assert!(err(&base("  client_auth_type: RequireAndVerifyClientCert\n"))
-        .contains("needs client_ca_file"));
+    assert!(
+        err(&base("  client_auth_type: RequireAndVerifyClientCert\n"))
+            .contains("needs client_ca_file")
+    );
     assert!(err(&base("  min_version: SSL3\n")).contains("SSL3"));
-    assert!(err("tls_server_config:\n  cert_file: /nonexistent.crt\n  key_file: x\n")
-        .contains("cert_file"));
+    assert!(
+        err("tls_server_config:\n  cert_file: /nonexistent.crt\n  key_file: x\n")
+            .contains("cert_file")
+    );
     parse(&base("  min_version: TLS13\n")).expect("TLS 1.3 only");
 }
 
@@ -89,9 +95,7 @@ fn with_server(config: &str, f: impl FnOnce(std::net::SocketAddr)) {
         .enable_all()
         .build()
         .expect("runtime");
-    let listener = rt
-        .block_on(TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
+    let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind");
     let addr = listener.local_addr().expect("addr");
     let app = Router::new()
         .route("/metrics", axum::routing::get(|| async { "metrics\n" }))
@@ -103,11 +107,9 @@ fn with_server(config: &str, f: impl FnOnce(std::net::SocketAddr)) {
                 let _ = stopped.await;
             };
             // Bounded, whatever the test does.
-            let _ = tokio::time::timeout(
-                Duration::from_secs(60),
-                serve(listener, app, web, shutdown),
-            )
-            .await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(60), serve(listener, app, web, shutdown))
+                    .await;
         })
     });
     f(addr);
@@ -119,7 +121,15 @@ fn with_server(config: &str, f: impl FnOnce(std::net::SocketAddr)) {
 fn curl(url: &str, extra: &[&str]) -> String {
     let dir = certs();
     let out = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"])
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
         .arg("--cacert")
         .arg(dir.join("ca.crt"))
         .args(extra)
@@ -150,7 +160,11 @@ fn tls_and_basic_auth_hold() {
         // Again, now from the cache of successful checks.
         assert_eq!(curl(&https, &["-u", "prom:right-password"]), "200");
         assert_eq!(curl(&https, &["-u", "prom:wrong"]), "401", "not cached");
-        assert_eq!(curl(&format!("https://{addr}/healthz"), &[]), "200", "probes");
+        assert_eq!(
+            curl(&format!("https://{addr}/healthz"), &[]),
+            "200",
+            "probes"
+        );
         assert_eq!(
             curl(&https, &["--tls-max", "1.1", "-u", "prom:right-password"]),
             "000",

@@ -2,5 +2,6 @@
 //! endpoints. Namespaces and veth pairs come from `siphon-testkit`.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod lab_server;
 pub mod prom;
 pub mod siphon;
