@@ -310,7 +310,17 @@ fn no_key_or_payload_bytes_leave_the_agent() {
         }
     }
 
-    // The same traffic through `siphon replay`.
+    // The same traffic through `siphon replay`. The capture does hold every key and marker,
+    // so a clean replay output means they were dropped, not missed.
+    let raw = std::fs::read(&capture).expect("capture");
+    let raw = String::from_utf8_lossy(&raw);
+    for n in KEYS
+        .iter()
+        .chain([&BAD_KEY, &QUERY_KEY])
+        .chain(MARKERS.iter())
+    {
+        assert!(raw.contains(n), "{n} not in the capture");
+    }
     let json = dir.join("replay.jsonl");
     let replay_metrics = dir.join("replay.prom");
     let out = std::process::Command::new(common::siphon::BIN)
