@@ -10,90 +10,16 @@ use std::{
     collections::{BTreeMap, HashMap},
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
-    path::{Path, PathBuf},
-    process::{Child, Stdio},
+    path::Path,
     time::{Duration, Instant},
 };
 
-use common::{prom, siphon::Agent};
+use common::{lab_server::Server, prom, siphon::Agent};
 use serde_json::Value;
 use siphon_testkit::{NetNs, Pair};
 
 const KEYS: [&str; 2] = ["sk-lab-alpha-7f3c9e1d2b", "sk-lab-bravo-4a8e6c0f91"];
 const PORT: u16 = 8000;
-
-fn lab_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../xtask/lab")
-}
-
-/// The inference server as a child process in `ns`; killed on drop.
-struct Server {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(ns: &NetNs, dir: &Path) -> Server {
-        let log = dir.join("server.jsonl");
-        let ready = dir.join("ready.json");
-        let child = ns
-            .command("python3")
-            .arg(lab_dir().join("inference_server.py"))
-            .args([
-                "--listen",
-                "::",
-                "--port",
-                &PORT.to_string(),
-                "--keys",
-                &KEYS.join(","),
-            ])
-            .args([
-                "--tokens-per-second",
-                "400",
-                "--first-token-delay-ms",
-                "40",
-                "--seed",
-                "7",
-            ])
-            .arg("--log")
-            .arg(&log)
-            .arg("--ready-file")
-            .arg(&ready)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start inference server (python3)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !ready.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "inference server not ready in 20 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Server { child, log }
-    }
-
-    fn entries(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("server log line"))
-            .collect()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // SAFETY: signalling the child we spawned, by its PID.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn chat_body(stream: bool, max_tokens: u32) -> String {
     format!(
@@ -263,7 +189,7 @@ fn requests_match_the_server_log() {
     let pair = Pair::new(21).expect("a veth pair between two test namespaces");
     let dir = std::env::temp_dir().join(format!("siphon-e2e-http-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tmp dir");
-    let server = Server::start(&pair.b, &dir);
+    let server = Server::start(&pair.b, &dir, &KEYS, PORT);
     let exlog = dir.join("exchanges.jsonl");
     let secret = "e2e-secret-0123456789abcdef";
     std::env::set_var("SIPHON_KEY_HASH_SECRET", secret);

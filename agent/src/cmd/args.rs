@@ -100,6 +100,14 @@ pub struct RunArgs {
     /// Do not pin, even if --pin-path or SIPHON_PIN_PATH is set.
     #[arg(long)]
     pub no_pin: bool,
+    /// TLS, client certificates and basic auth for the listener, in the Prometheus
+    /// exporter-toolkit web-config format (as node_exporter's --web.config.file).
+    #[arg(long, value_name = "PATH")]
+    pub web_config_file: Option<std::path::PathBuf>,
+    /// After the hash secret file changes, keys are also hashed under the previous secret
+    /// (`api_key_hash_prev`) for this long, so the two hashes of one key can be joined.
+    #[arg(long, value_parser = parse_duration, default_value = "1h")]
+    pub key_hash_overlap: Duration,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 }

@@ -2,6 +2,7 @@
 //! kernel program) and `detect` (the detector over exchange logs).
 
 pub mod args;
+pub mod caps;
 pub mod detect;
 pub mod replay;
 pub mod run;
@@ -38,8 +39,23 @@ pub fn decode_config(args: &PipelineArgs) -> anyhow::Result<(DecodeConfig, Servi
     Ok((
         DecodeConfig {
             hasher: key_hasher(args)?,
+            key_updates: None,
             trusted_hops: args.trusted_proxy_hops as usize,
         },
         services,
     ))
+}
+
+/// With a secret file, a watcher that rotates the hash secret when the file changes (README
+/// "Exchange records": `api_key_hash_prev`); started by the caller once privileges are dropped.
+pub fn watch_secret(
+    args: &PipelineArgs,
+    decode: &mut DecodeConfig,
+    overlap: std::time::Duration,
+) -> Option<crate::decode::secret_watch::SecretWatch> {
+    let path = args.key_hash_secret_file.clone()?;
+    let (watch, updates) =
+        crate::decode::secret_watch::SecretWatch::new(path, decode.hasher.clone(), overlap);
+    decode.key_updates = Some(updates);
+    Some(watch)
 }

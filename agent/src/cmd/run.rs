@@ -22,6 +22,7 @@ use crate::{
         metrics::{BuildInfo, Metrics},
         server,
         state::Shared,
+        webconfig,
     },
     kernel::{
         attach::{Attacher, Mechanism},
@@ -39,6 +40,7 @@ use crate::{
 const IPPROTO_TCP: u8 = 6;
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    super::caps::check_at_start()?;
     let selection = Selection::from_args(&args.ifaces, &args.iface_patterns)?;
     let mechanism = Mechanism::resolve(args.attach_mode)?;
     let expiry = ExpiryConfig {
@@ -46,7 +48,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         closed: args.flow_closed_timeout,
         exchange_idle: args.exchange_idle_timeout,
     };
-    let (decode, services) = super::decode_config(&args.pipeline)?;
+    let (mut decode, services) = super::decode_config(&args.pipeline)?;
+    let secret_watch = super::watch_secret(&args.pipeline, &mut decode, args.key_hash_overlap);
+    let web = webconfig::WebConfig::load(args.web_config_file.as_deref())?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -112,6 +116,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         attacher.detach_all(&mut ebpf);
         return Err(e);
     }
+    // Before any other thread starts: capabilities are per thread, and new threads inherit them.
+    super::caps::drop_after_attach(
+        &super::caps::Needs {
+            later_attach: selection.is_dynamic(),
+            netlink_detach: mechanism == Mechanism::Netlink,
+        },
+        || shared.scrape(Instant::now()).is_ok(),
+    )?;
+    if let Some(w) = secret_watch {
+        w.spawn().context("starting the secret watcher")?;
+    }
     shared.ready.store(true, Ordering::Release);
     tracing::info!(listen = %args.listen, interfaces = attacher.count(), "siphon running");
 
@@ -146,9 +161,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let served = runtime.block_on(async {
         let app = server::router(Arc::clone(&shared), !args.no_flows_endpoint);
-        axum::serve(crate::export::limits::bounded(listener), app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
+        webconfig::serve(listener, app, web, shutdown_signal()).await
     });
     shared.ready.store(false, Ordering::Release);
     let _ = stop_tx.send(());

@@ -83,6 +83,9 @@ fn placeholder_reason(secret: &[u8]) -> Option<&'static str> {
 #[derive(Clone)]
 pub struct ApiKeyHasher {
     mac: Hmac<Sha256>,
+    /// The secret in force before a rotation, while the overlap window lasts
+    /// (`decode::secret_watch`): keys are then hashed under both.
+    previous: Option<Hmac<Sha256>>,
 }
 
 impl fmt::Debug for ApiKeyHasher {
@@ -94,6 +97,33 @@ impl fmt::Debug for ApiKeyHasher {
 impl ApiKeyHasher {
     pub fn new(secret: &[u8]) -> Result<Self, SecretError> {
         Self::checked(secret, "argument")
+    }
+
+    /// A hasher from a secret read elsewhere (surrounding whitespace dropped, as for files);
+    /// `origin` names where it came from in errors.
+    pub fn from_bytes(secret: &[u8], origin: &str) -> Result<Self, SecretError> {
+        Self::checked(secret.trim_ascii(), origin)
+    }
+
+    /// This hasher, also hashing under `prev`'s current secret.
+    pub fn with_previous(&self, prev: &ApiKeyHasher) -> Self {
+        Self {
+            mac: self.mac.clone(),
+            previous: Some(prev.mac.clone()),
+        }
+    }
+
+    /// This hasher without the previous secret (the overlap is over).
+    pub fn without_previous(&self) -> Self {
+        Self {
+            mac: self.mac.clone(),
+            previous: None,
+        }
+    }
+
+    /// The key's hash under the previous secret, while there is one.
+    pub fn hash_previous(&self, api_key: &[u8]) -> Option<ApiKeyHash> {
+        self.previous.as_ref().map(|m| truncated(m, api_key))
     }
 
     /// Surrounding whitespace is dropped because secret files and variables
@@ -134,18 +164,14 @@ impl ApiKeyHasher {
         // rather than unwrap.
         let mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
             .map_err(|_| SecretError::Empty(origin.to_owned()))?;
-        Ok(Self { mac })
+        Ok(Self {
+            mac,
+            previous: None,
+        })
     }
 
     pub fn hash(&self, api_key: &[u8]) -> ApiKeyHash {
-        let mut mac = self.mac.clone();
-        mac.update(api_key);
-        let full = mac.finalize().into_bytes();
-        let mut out = [0u8; 16];
-        for (o, b) in out.iter_mut().zip(full.iter()) {
-            *o = *b;
-        }
-        ApiKeyHash(out)
+        truncated(&self.mac, api_key)
     }
 
     /// Hashes the key carried by one request header, if the header is one
@@ -153,6 +179,17 @@ impl ApiKeyHasher {
     pub fn hash_header(&self, name: &str, value: &[u8]) -> Option<ApiKeyHash> {
         api_key_in_header(name, value).map(|k| self.hash(k))
     }
+}
+
+fn truncated(mac: &Hmac<Sha256>, api_key: &[u8]) -> ApiKeyHash {
+    let mut mac = mac.clone();
+    mac.update(api_key);
+    let full = mac.finalize().into_bytes();
+    let mut out = [0u8; 16];
+    for (o, b) in out.iter_mut().zip(full.iter()) {
+        *o = *b;
+    }
+    ApiKeyHash(out)
 }
 
 /// The key bytes inside a header value, borrowed from the input so the

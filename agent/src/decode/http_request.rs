@@ -95,6 +95,8 @@ pub struct RequestHead {
     /// keeping the last entries if there are too many (the trusted end).
     pub forwarded_for: Vec<IpAddr>,
     pub api_key: Option<ApiKeyHash>,
+    /// The same key under the previous secret, while a rotated secret's overlap lasts.
+    pub api_key_prev: Option<ApiKeyHash>,
     /// Header names in order and original case, as JA4H needs them.
     pub header_names: Vec<String>,
     /// Cookie header value(s), joined with `; `. Kept only for JA4H; it may
@@ -121,6 +123,7 @@ impl fmt::Debug for RequestHead {
             .field("user_agent_family", &self.user_agent_family)
             .field("forwarded_for", &self.forwarded_for)
             .field("api_key", &self.api_key)
+            .field("api_key_prev", &self.api_key_prev)
             .field("header_names", &self.header_names)
             .field("cookie", &cookie)
             .field("accept_language", &self.accept_language)
@@ -201,6 +204,7 @@ fn partial_request_line(buf: &[u8]) -> Result<RequestHead, DecodeError> {
         user_agent_family: UaFamily::Missing,
         forwarded_for: Vec::new(),
         api_key: None,
+        api_key_prev: None,
         header_names: Vec::new(),
         cookie: None,
         accept_language: None,
@@ -261,6 +265,7 @@ fn from_httparse(
         user_agent_family: UaFamily::from_header(acc.user_agent),
         forwarded_for: acc.forwarded.into_vec(),
         api_key: acc.api_key,
+        api_key_prev: acc.api_key_prev,
         header_names: acc.names,
         cookie: acc.cookie,
         accept_language: acc.accept_language,
@@ -280,6 +285,7 @@ struct HeaderAccumulator<'b> {
     user_agent: Option<&'b [u8]>,
     forwarded: ForwardedChain,
     api_key: Option<ApiKeyHash>,
+    api_key_prev: Option<ApiKeyHash>,
     cookie: Option<String>,
     accept_language: Option<String>,
 }
@@ -307,6 +313,7 @@ impl<'b> HeaderAccumulator<'b> {
         if self.api_key.is_none() {
             if let (Some(keys), Some(key)) = (keys, api_key_in_header(name, value)) {
                 self.api_key = Some(keys.hash(key));
+                self.api_key_prev = keys.hash_previous(key);
             }
         }
     }

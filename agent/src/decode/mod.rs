@@ -13,6 +13,7 @@ mod ja4;
 mod ja4h;
 mod ja4t;
 mod route;
+pub mod secret_watch;
 mod text;
 mod tls_hello;
 mod user_agent;

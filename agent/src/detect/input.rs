@@ -30,6 +30,8 @@ pub struct Observation {
 #[derive(Clone, Debug, PartialEq)]
 pub struct HttpObs {
     pub api_key_hash: Option<String>,
+    /// The key's hash under the previous secret, during a rotation's overlap.
+    pub api_key_hash_prev: Option<String>,
     /// The client after trusted forwarding hops.
     pub client_ip: IpAddr,
     /// Forwarding entries before the client address: origins the client (or a proxy in front
@@ -74,6 +76,7 @@ impl Observation {
         let start_ns = r.request_start_unix_ns.unwrap_or(r.request_start_ns);
         let http = r.http.as_ref().map(|h| HttpObs {
             api_key_hash: h.api_key_hash.clone(),
+            api_key_hash_prev: h.api_key_hash_prev.clone(),
             client_ip: h.client_ip,
             claimed_origins: claimed_origins(&h.forwarded_for, h.client_ip),
             status: h.status,
@@ -157,6 +160,8 @@ struct LogExchange {
 struct LogHttp {
     #[serde(default)]
     api_key_hash: Option<String>,
+    #[serde(default)]
+    api_key_hash_prev: Option<String>,
     client_ip: IpAddr,
     #[serde(default)]
     forwarded_for: Vec<IpAddr>,
@@ -211,6 +216,7 @@ pub fn parse_line(line: &str) -> Result<Observation, LineError> {
         http: x.http.map(|h| HttpObs {
             claimed_origins: claimed_origins(&h.forwarded_for, h.client_ip),
             api_key_hash: h.api_key_hash,
+            api_key_hash_prev: h.api_key_hash_prev,
             client_ip: h.client_ip,
             status: h.status,
             event_stream: h.event_stream,
@@ -257,6 +263,7 @@ mod tests {
                 event_stream: true,
                 user_agent_family: "openai-python",
                 api_key_hash: Some("00112233445566778899aabbccddeeff".into()),
+                api_key_hash_prev: None,
                 client_ip: "192.0.2.7".parse().unwrap(),
                 forwarded_for: vec![
                     "198.51.100.1".parse().unwrap(),

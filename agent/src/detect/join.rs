@@ -235,6 +235,7 @@ mod tests {
             server: "10.0.0.3:8000".parse().unwrap(),
             http: Some(HttpObs {
                 api_key_hash: Some("k".into()),
+                api_key_hash_prev: None,
                 client_ip: client.parse().unwrap(),
                 claimed_origins: 0,
                 status: Some(200),

@@ -7,6 +7,7 @@
 //! windows → every `eval_interval` of record time: score the entities that changed (and the
 //! raised ones, to clear them), refresh baseline and clusters every `refresh_seconds`.
 
+pub mod alias;
 pub mod allow;
 pub mod baseline;
 pub mod cluster;
@@ -70,6 +71,8 @@ pub struct Detector {
     pub memory_bytes: usize,
     /// Log raises and clears.
     pub log_events: bool,
+    /// Key hashes linked across a rotation of the hash secret.
+    aliases: alias::KeyAliases,
 }
 
 impl Detector {
@@ -91,6 +94,7 @@ impl Detector {
             stats: Stats::default(),
             memory_bytes: 0,
             log_events: true,
+            aliases: alias::KeyAliases::new(cfg.max_entities_per_type),
             cfg,
         })
     }
@@ -177,7 +181,10 @@ impl Detector {
         let ip_s = ip.to_string();
         let prefix = self.prefix_of(ip);
         let http = obs.http.as_ref();
-        let key = http.and_then(|h| h.api_key_hash.clone());
+        let key = http.and_then(|h| {
+            let k = h.api_key_hash.as_deref()?;
+            Some(self.aliases.resolve(k, h.api_key_hash_prev.as_deref()))
+        });
         let ua = http.map(|h| h.user_agent_family.clone());
         let ja4 = obs.transport.ja4.clone();
         let ja4t = obs.transport.ja4t.clone();

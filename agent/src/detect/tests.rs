@@ -55,6 +55,7 @@ fn http(key: &str, ip: &str, start: u64, dur: u64, req: u64, resp: u64, ua: &str
         streamed_chunks: 1,
         http: Some(HttpObs {
             api_key_hash: Some(key.to_owned()),
+            api_key_hash_prev: None,
             client_ip: ip,
             claimed_origins: 0,
             status: Some(200),
@@ -496,6 +497,7 @@ fn live_reports_and_logged_lines_give_the_same_events() {
                         "python_openai"
                     },
                     api_key_hash: h.api_key_hash,
+                    api_key_hash_prev: None,
                     client_ip: h.client_ip,
                     forwarded_for: vec![h.client_ip],
                     ja4h: String::new(),

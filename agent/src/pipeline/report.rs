@@ -55,6 +55,10 @@ pub struct HttpInfo {
     pub user_agent_family: &'static str,
     /// Keyed hash of the API key (HMAC-SHA256, 128 bits, hex); never the key.
     pub api_key_hash: Option<String>,
+    /// During the overlap after the hash secret was rotated: the same key's hash under the
+    /// previous secret, so that readers can join the two. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_hash_prev: Option<String>,
     /// Client address after trusting the configured number of forwarding hops.
     pub client_ip: IpAddr,
     pub forwarded_for: Vec<IpAddr>,

@@ -4,6 +4,7 @@
 
 pub mod bpffs;
 pub mod load;
+pub mod lab_server;
 pub mod prom;
 pub mod siphon;
 pub mod test_run;

@@ -25,6 +25,8 @@ use crate::{
 /// How decoded heads are attributed.
 pub struct DecodeConfig {
     pub hasher: ApiKeyHasher,
+    /// Where a rotated hash secret arrives from (`siphon run` with a secret file).
+    pub key_updates: Option<decode::secret_watch::KeyUpdates>,
     /// Proxies in front of the server whose X-Forwarded-For entries are trusted.
     pub trusted_hops: usize,
 }
@@ -323,6 +325,9 @@ impl Assembler {
 
     fn http_info(&mut self, req: &[u8], resp: Option<&[u8]>, peer: std::net::IpAddr) -> HttpInfo {
         let mut decode_error = None;
+        if let Some(u) = &mut self.cfg.key_updates {
+            u.refresh(&mut self.cfg.hasher);
+        }
         let head = match decode::parse_request_head(req, Some(&self.cfg.hasher)) {
             Ok(h) => Some(h),
             Err(e) => {
@@ -353,6 +358,7 @@ impl Assembler {
                 event_stream,
                 user_agent_family: h.user_agent_family.as_label(),
                 api_key_hash: h.api_key.map(|k| k.to_string()),
+                api_key_hash_prev: h.api_key_prev.map(|k| k.to_string()),
                 client_ip: decode::client_ip(&h.forwarded_for, peer, self.cfg.trusted_hops),
                 forwarded_for: h.forwarded_for.clone(),
                 // A head cut by the capture length would give a wrong fingerprint: none instead.
@@ -374,6 +380,7 @@ impl Assembler {
                 event_stream,
                 user_agent_family: "missing",
                 api_key_hash: None,
+                api_key_hash_prev: None,
                 client_ip: peer,
                 forwarded_for: Vec::new(),
                 ja4h: String::new(),

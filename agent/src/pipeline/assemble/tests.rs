@@ -18,6 +18,7 @@ fn assembler() -> Assembler {
     Assembler::new(
         DecodeConfig {
             hasher,
+            key_updates: None,
             trusted_hops: 1,
         },
         100,
