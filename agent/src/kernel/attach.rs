@@ -322,8 +322,16 @@ fn refuse_if_other_siphon(ebpf: &mut Ebpf, iface: &Iface) -> anyhow::Result<()> 
         ours.push(classifier(ebpf, name)?.info()?.id());
     }
     for attach_type in [TcAttachType::Ingress, TcAttachType::Egress] {
-        let (_, programs) = SchedClassifier::query_tcx(&iface.name, attach_type)
-            .with_context(|| format!("querying tcx programs on {}", iface.name))?;
+        // Naming the attached programs opens each by id, which needs CAP_SYS_ADMIN: after the
+        // capability drop (cmd/caps.rs) an interface attached later cannot be checked this
+        // way. The interface lock still keeps out a second agent of this node's /run/siphon.
+        let programs = match SchedClassifier::query_tcx(&iface.name, attach_type) {
+            Ok((_, programs)) => programs,
+            Err(e) => {
+                tracing::debug!(interface = %iface.name, "cannot name the tcx programs attached, so a Siphon of another mount namespace would go unseen: {e}");
+                continue;
+            }
+        };
         for p in programs {
             let name = p.name_as_str().unwrap_or_default();
             if (name == names::PROG_INGRESS || name == names::PROG_EGRESS)

@@ -3,8 +3,8 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod bpffs;
-pub mod load;
 pub mod lab_server;
+pub mod load;
 pub mod prom;
 pub mod siphon;
 pub mod test_run;
