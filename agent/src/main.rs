@@ -10,7 +10,7 @@ fn main() -> ExitCode {
     let cli = args::Cli::parse();
     init_tracing(&cli.log_level);
     let result = match cli.command {
-        args::Command::Run(args) => run::run(args),
+        args::Command::Run(args) => run::run(*args),
         args::Command::Replay(args) => replay::replay(args),
         args::Command::Detect(args) => detect_cmd(args),
         args::Command::Version => {

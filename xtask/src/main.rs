@@ -1,9 +1,10 @@
-//! Project automation: `cargo xtask setup | test | run | bench | lab | kernels | deploy-render | deploy-check | image`. See README.md.
+//! Project automation: `cargo xtask setup | test | run | bench | lab | kernels | deploy-render | deploy-check | image | eval | fuzz`. See README.md.
 
 mod bench;
 mod cmd;
 mod deploy;
 mod eval;
+mod fuzz;
 mod image;
 mod kernels;
 mod lab;
@@ -55,6 +56,9 @@ enum Task {
     /// Set-up, then boot other kernels (Debian's 6.1 and 6.12 cloud kernels) in qemu and check
     /// that Siphon's programs load, replay captures and attach there (as root; minutes).
     Kernels(kernels::KernelsArgs),
+    /// Set-up, then the cargo-fuzz targets (fuzz/), `--minutes N` in total split evenly over
+    /// them; executions per target in target/fuzz/summary.md. A finding fails the run.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
         Task::Image(args) => image::image(&args),
         Task::Eval(args) => setup::setup().and_then(|()| eval::eval(&args)),
         Task::Kernels(args) => setup::setup().and_then(|()| kernels::kernels(&args)),
+        Task::Fuzz(args) => setup::setup().and_then(|()| fuzz::fuzz(&args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

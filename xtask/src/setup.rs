@@ -77,6 +77,7 @@ pub fn setup_with(args: &SetupArgs) -> anyhow::Result<()> {
     ensure_python_packages()?;
     ensure_litellm()?;
     ensure_cargo_tool("cargo-machete", CARGO_MACHETE_VERSION)?;
+    ensure_cargo_fuzz()?;
     warn_without_kubectl();
     eprintln!("xtask: set-up complete (nightly LLVM {llvm}, bpf-linker ready)");
     Ok(())
@@ -259,6 +260,15 @@ fn ensure_bpf_linker(llvm: u32) -> anyhow::Result<()> {
         .env("LLVM_PREFIX", format!("/usr/lib/llvm-{llvm}")))?;
     fs::write(&stamp, llvm.to_string())?;
     Ok(())
+}
+
+/// cargo-fuzz drives the fuzz targets (`cargo xtask fuzz`, the smoke run of `cargo xtask
+/// test`); it runs on nightly, which `ensure_nightly` installs.
+pub fn ensure_cargo_fuzz() -> anyhow::Result<()> {
+    if output(Command::new("cargo").args(["fuzz", "--version"])).is_some() {
+        return Ok(());
+    }
+    run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
 }
 
 /// For a linker installed before the stamp existed: cargo's install record names its features.

@@ -86,6 +86,9 @@ pub fn test(args: &TestArgs) -> anyhow::Result<()> {
     }
     t.args(&args.cargo_test_args);
     run(&mut t)?;
+    // Every parser of outside bytes under libFuzzer, briefly (about two minutes plus the build;
+    // `cargo xtask fuzz --minutes N` runs longer).
+    crate::fuzz::smoke()?;
     if !args.unprivileged {
         // The lab: every actor, Siphon on two nodes, checked against the ground truth,
         // detections included (long enough for keys in lockstep to show: clusters need ~90 s

@@ -25,7 +25,8 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Attach to interfaces, count traffic, and serve Prometheus metrics.
-    Run(RunArgs),
+    // Boxed: the run flags outgrew the other variants (clippy::large_enum_variant).
+    Run(Box<RunArgs>),
     /// Feed a pcap/pcapng capture through the kernel program (BPF_PROG_TEST_RUN) and the same
     /// pipeline; print a summary, optionally write per-exchange JSON and the metrics.
     Replay(ReplayArgs),

@@ -65,6 +65,9 @@ impl fmt::Display for Ja4h {
     }
 }
 
+/// Between JA4H's four parts; no part of the hashed fingerprint may contain it.
+const FIELD_SEPARATOR: char = '_';
+
 struct Cookie<'a> {
     name: &'a str,
     pair: &'a str,
@@ -150,9 +153,16 @@ fn join_pairs(cookies: &[Cookie<'_>]) -> String {
 }
 
 /// First two letters of the method, lowercased; padded so the prefix keeps
-/// its fixed width even for a one-letter method.
+/// its fixed width even for a one-letter method. `_` is a token character a
+/// method may hold, but it separates the fingerprint's fields: it becomes `0`,
+/// so the fingerprint always splits into its four parts.
 fn method_code(token: &str) -> String {
-    let mut code: String = token.chars().flat_map(char::to_lowercase).take(2).collect();
+    let mut code: String = token
+        .chars()
+        .flat_map(char::to_lowercase)
+        .map(|c| if c == FIELD_SEPARATOR { '0' } else { c })
+        .take(2)
+        .collect();
     while code.chars().count() < 2 {
         code.push('0');
     }
@@ -168,7 +178,9 @@ fn version_code(version: u8) -> &'static str {
 }
 
 /// The primary language tag: up to the first `,` or `;`, hyphens dropped,
-/// lowercased, first four characters, zero-padded.
+/// lowercased, first four characters, zero-padded. Underscores (POSIX
+/// locales, `en_US`) are dropped like hyphens: they mean the same, and kept
+/// they would split the fingerprint into five fields.
 fn language_code(value: Option<&str>) -> String {
     let primary = value
         .unwrap_or_default()
@@ -177,7 +189,7 @@ fn language_code(value: Option<&str>) -> String {
         .unwrap_or_default();
     let mut code: String = primary
         .chars()
-        .filter(|&c| c != '-')
+        .filter(|&c| c != '-' && c != FIELD_SEPARATOR)
         .flat_map(char::to_lowercase)
         .take(4)
         .collect();

@@ -132,3 +132,24 @@ fn cookie_values_stay_out_of_debug() {
     let ja4h = Ja4h::new(&h);
     assert!(!format!("{ja4h:?} {ja4h} {h:?}").contains("SECRETVALUE"));
 }
+
+/// Fuzz finding (http_request target): a method token with `_` (a token character) gave a
+/// fingerprint of five `_`-separated fields. Input bytes as found.
+#[test]
+fn fuzz_regression_underscore_in_method_keeps_four_fields() {
+    let input = b"s_ccP \xffexle2\xf0lojmt";
+    let h = parse_request_head(input, None).unwrap();
+    let fp = Ja4h::new(&h).fingerprint();
+    assert_eq!(fp.split('_').count(), 4, "{fp}");
+    assert!(fp.starts_with("s0"), "{fp}");
+}
+
+#[test]
+fn posix_locale_language_is_read_like_a_language_tag() {
+    let posix = head("GET / HTTP/1.1\r\nAccept-Language: en_US\r\n\r\n");
+    let tag = head("GET / HTTP/1.1\r\nAccept-Language: en-US\r\n\r\n");
+    let fp = Ja4h::new(&posix).fingerprint();
+    assert_eq!(fp, Ja4h::new(&tag).fingerprint());
+    assert!(fp.starts_with("ge11nn01enus_"), "{fp}");
+    assert_eq!(fp.split('_').count(), 4, "{fp}");
+}

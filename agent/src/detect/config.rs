@@ -298,8 +298,12 @@ impl Config {
         if !(1..=64).contains(&self.buckets) {
             errs.push("buckets: 1 to 64".to_owned());
         }
-        if self.slot_seconds == 0 {
-            errs.push("slot_seconds: at least 1".to_owned());
+        // Times are nanoseconds in a u64: a slot (or refresh) of centuries would overflow them.
+        if !(1..=86_400).contains(&self.slot_seconds) {
+            errs.push("slot_seconds: 1 to 86400".to_owned());
+        }
+        if !(0.0..=86_400.0).contains(&self.baseline.refresh_seconds) {
+            errs.push("baseline.refresh_seconds: 0 to 86400".to_owned());
         }
         if !(self.eval_interval_seconds > 0.0 && self.eval_interval_seconds <= 3600.0) {
             errs.push("eval_interval_seconds: above 0, at most 3600".to_owned());
@@ -422,6 +426,10 @@ mod tests {
                 "bad address",
             ),
             ("top_k = \"many\"", "top_k"),
+            // Fuzz findings (detect_config target): both overflowed nanosecond arithmetic.
+            ("slot_seconds = 18446744073709551", "slot_seconds"),
+            ("[baseline]\nrefresh_seconds = 1e300", "refresh_seconds"),
+            ("[baseline]\nrefresh_seconds = nan", "refresh_seconds"),
         ] {
             let e = Config::parse(text).unwrap_err().to_string();
             assert!(e.contains(needle), "{text:?} gave {e:?}");

@@ -107,9 +107,16 @@ fn claimed_origins(forwarded_for: &[IpAddr], client: IpAddr) -> u32 {
     forwarded_for.iter().position(|a| *a == client).unwrap_or(0) as u32
 }
 
+/// Record times past this (2^62 ns, the year 2116) are not times a node wrote: the detector's
+/// clock arithmetic (windows, slots, refreshes) stays far from u64 overflow below it.
+pub const MAX_TIME_NS: u64 = 1 << 62;
+/// An exchange's time to first byte plus duration is counted up to a week, which no response
+/// streams for; larger logged values would push its end past any sane clock.
+const MAX_EXCHANGE_SECONDS: f64 = 7.0 * 86_400.0;
+
 fn end_ns(start_ns: u64, ttfb: Option<f64>, duration: Option<f64>) -> u64 {
     let secs = ttfb.unwrap_or(0.0).max(0.0) + duration.unwrap_or(0.0).max(0.0);
-    start_ns.saturating_add((secs * 1e9) as u64)
+    start_ns.saturating_add((secs.min(MAX_EXCHANGE_SECONDS) * 1e9) as u64)
 }
 
 /// A report the detector takes (exchanges only; hellos travel inside them).
@@ -203,6 +210,11 @@ pub fn parse_line(line: &str) -> Result<Observation, LineError> {
         return Err(LineError::NotAnExchange);
     };
     let start_ns = x.request_start_unix_ns.unwrap_or(x.request_start_ns);
+    if start_ns > MAX_TIME_NS {
+        return Err(LineError::Invalid(format!(
+            "request start {start_ns} ns is past the year 2116"
+        )));
+    }
     let tcp = x.tcp.unwrap_or_default();
     Ok(Observation {
         start_ns,
@@ -308,6 +320,23 @@ mod tests {
         r.request_start_unix_ns = None;
         let line = serde_json::to_string(&Report::Exchange(Box::new(r))).unwrap();
         assert_eq!(parse_line(&line).unwrap().start_ns, 5_000_000_000);
+    }
+
+    /// Fuzz finding (exchange_log target): a start at the end of u64 time overflowed the
+    /// detector's next-evaluation arithmetic. Such a line is now a bad line, and an absurd
+    /// duration ends the exchange a week after its start.
+    #[test]
+    fn fuzz_regression_times_at_the_end_of_u64_are_refused() {
+        let line = r#"{"record":"exchange","client":"10.0.0.9:40000","server":"10.0.0.1:8000","seq":1,"request_start_ns":1,"request_start_unix_ns":18446744073709551615,"request_bytes":300,"response_bytes":9000,"ttfb_seconds":1e300}"#;
+        assert!(matches!(parse_line(line), Err(LineError::Invalid(e)) if e.contains("2116")));
+        let long = line.replace("18446744073709551615", "1700000000000000000");
+        let obs = parse_line(&long).unwrap();
+        assert_eq!(obs.end_ns - obs.start_ns, 7 * 86_400 * 1_000_000_000);
+        // The detector takes it and evaluates to the end without overflow.
+        let mut det =
+            crate::detect::Detector::new(crate::detect::config::Config::default()).unwrap();
+        det.observe(obs);
+        det.finish();
     }
 
     #[test]

@@ -161,7 +161,8 @@ impl Detector {
             if t >= self.next_eval_ns {
                 self.evaluate(t);
                 let step = (self.cfg.eval_interval_seconds * 1e9) as u64;
-                self.next_eval_ns = (t / step.max(1) + 1) * step.max(1);
+                // Saturating: a clock at the end of time evaluates every record, never panics.
+                self.next_eval_ns = (t / step.max(1) + 1).saturating_mul(step.max(1));
             }
         }
     }
@@ -273,7 +274,8 @@ impl Detector {
         self.stats.evaluations += 1;
         if now >= self.next_refresh_ns {
             self.refresh(now);
-            self.next_refresh_ns = now + (self.cfg.baseline.refresh_seconds * 1e9) as u64;
+            self.next_refresh_ns =
+                now.saturating_add((self.cfg.baseline.refresh_seconds * 1e9) as u64);
         }
         let ctx = judge::Ctx {
             cfg: &self.cfg,

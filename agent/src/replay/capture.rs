@@ -56,7 +56,8 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-type Input = Counting<BufReader<File>>;
+/// Any byte source: a file for `siphon replay`, bytes in memory for the fuzz target.
+type Input = Counting<BufReader<Box<dyn Read>>>;
 
 enum Format {
     Pcap {
@@ -72,38 +73,51 @@ pub struct CaptureReader {
 }
 
 pub fn open(path: &Path) -> anyhow::Result<CaptureReader> {
-    let mut file =
-        File::open(path).with_context(|| format!("opening capture {}", path.display()))?;
+    let file = File::open(path).with_context(|| format!("opening capture {}", path.display()))?;
+    from_source(&path.display().to_string(), Box::new(file), 1 << 20)
+}
+
+/// A capture held in memory (the fuzz target's input). The buffer is small: the bytes are
+/// already in memory, and a large one would dominate the cost of each fuzz run.
+pub fn from_bytes(bytes: Vec<u8>) -> anyhow::Result<CaptureReader> {
+    from_source("capture", Box::new(std::io::Cursor::new(bytes)), 8 << 10)
+}
+
+/// Reads the magic number, then hands the whole stream (magic included) to the reader for
+/// that format. `name` only labels errors.
+fn from_source(
+    name: &str,
+    mut source: Box<dyn Read>,
+    buffer: usize,
+) -> anyhow::Result<CaptureReader> {
     let mut magic = [0u8; 4];
-    file.read_exact(&mut magic)
-        .with_context(|| format!("{}: too short to be a capture", path.display()))?;
-    let file = File::open(path)?;
+    source
+        .read_exact(&mut magic)
+        .with_context(|| format!("{name}: too short to be a capture"))?;
     let read = Rc::new(Cell::new(0));
+    let stream: Box<dyn Read> = Box::new(std::io::Cursor::new(magic).chain(source));
     let input = Counting {
-        inner: BufReader::with_capacity(1 << 20, file),
+        inner: BufReader::with_capacity(buffer, stream),
         read: Rc::clone(&read),
     };
     let format = match magic {
         [0x0a, 0x0d, 0x0d, 0x0a] => Format::PcapNg(
             PcapNgReader::new(input)
-                .map_err(|e| anyhow::anyhow!("{}: bad pcapng header: {e}", path.display()))?,
+                .map_err(|e| anyhow::anyhow!("{name}: bad pcapng header: {e}"))?,
         ),
         [0xd4, 0xc3, 0xb2, 0xa1]
         | [0xa1, 0xb2, 0xc3, 0xd4]
         | [0x4d, 0x3c, 0xb2, 0xa1]
         | [0xa1, 0xb2, 0x3c, 0x4d] => {
             let reader = PcapReader::new(input)
-                .map_err(|e| anyhow::anyhow!("{}: bad pcap header: {e}", path.display()))?;
+                .map_err(|e| anyhow::anyhow!("{name}: bad pcap header: {e}"))?;
             let header = reader.header();
             Format::Pcap {
                 link: header.datalink,
                 reader,
             }
         }
-        other => bail!(
-            "{}: not a pcap or pcapng file (magic {other:02x?})",
-            path.display()
-        ),
+        other => bail!("{name}: not a pcap or pcapng file (magic {other:02x?})"),
     };
     Ok(CaptureReader { format, read })
 }

@@ -31,7 +31,8 @@ use crate::{
     pipeline::{assemble::DecodeConfig, Pipeline},
 };
 
-pub use capture::{CaptureError, Frame};
+// `from_bytes` and the reader are public for the fuzz target (fuzz/): captures are outside bytes.
+pub use capture::{from_bytes, CaptureError, CaptureReader, Frame};
 
 /// What `siphon replay` needs besides the capture.
 pub struct ReplayOptions {
