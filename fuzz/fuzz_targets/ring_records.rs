@@ -23,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
     let mut asm = Assembler::new(
         DecodeConfig {
             hasher: siphon_fuzz::hasher(),
+            key_updates: None,
             trusted_hops,
         },
         4,
