@@ -1,6 +1,5 @@
 //! Helpers shared by the fuzz targets: a fixed key-hashing secret and a cursor that carves
-//! structured values out of the fuzzer's bytes (running out yields zeros, so every input is
-//! usable and short inputs stay meaningful).
+//! values out of the fuzzer's bytes (running out yields zeros, so every input is usable).
 
 use siphon_agent::decode::ApiKeyHasher;
 
@@ -37,14 +36,6 @@ impl<'a> Cursor<'a> {
         u16::from_le_bytes([self.u8(), self.u8()])
     }
 
-    pub fn u32(&mut self) -> u32 {
-        u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
-    }
-
-    pub fn u64(&mut self) -> u64 {
-        u64::from(self.u32()) | (u64::from(self.u32()) << 32)
-    }
-
     /// Up to `n` bytes (fewer at the end of the input).
     pub fn take(&mut self, n: usize) -> &'a [u8] {
         let (head, rest) = self.rest.split_at(n.min(self.rest.len()));
@@ -68,26 +59,4 @@ impl<'a> Cursor<'a> {
             None => self.rest(),
         }
     }
-}
-
-/// Overwrites the start of a plain-old-data value with `bytes`: the fuzzer controls every
-/// field of a kernel record while the record keeps its exact size.
-pub fn overlay<T: Copy>(value: &mut T, bytes: &[u8]) {
-    let size = std::mem::size_of::<T>();
-    let n = bytes.len().min(size);
-    // SAFETY: T is one of agent-common's #[repr(C)] Pod records (any bit pattern is valid), and
-    // at most size_of::<T>() bytes are written into it.
-    unsafe {
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), (value as *mut T).cast::<u8>(), n);
-    }
-}
-
-/// The bytes of a plain-old-data value, as the ring buffer would carry it.
-pub fn bytes_of<T: Copy>(value: &T) -> Vec<u8> {
-    // SAFETY: reading size_of::<T>() bytes of a #[repr(C)] record; the padding fields are
-    // explicit, so every byte is initialised.
-    unsafe {
-        std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>())
-    }
-    .to_vec()
 }

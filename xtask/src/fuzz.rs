@@ -137,6 +137,8 @@ fn target_names() -> String {
 fn run_targets(targets: &[(&str, &str)], seconds: u64) -> anyhow::Result<()> {
     crate::setup::ensure_cargo_fuzz()?;
     let root = workspace_root();
+    // Without the `xtask/..` detour, so the paths printed are the ones to type.
+    let root = root.canonicalize().unwrap_or(root);
     let out = root.join("target/fuzz");
     let started = Instant::now();
     let binaries = build(&root)?;
