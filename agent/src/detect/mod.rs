@@ -217,9 +217,10 @@ impl Detector {
         }
         // Think time is a property of one client: its key, else its address.
         let (subject_ty, subject) = entities[0];
-        let (windows, buckets) = (cfg.windows_seconds.clone(), cfg.buckets);
+        // Borrowed, not cloned: this runs for every exchange.
+        let (windows, buckets) = (&cfg.windows_seconds[..], cfg.buckets);
         let (think, retry) = {
-            let st = self.tables[subject_ty.index()].entry(subject, obs.end_ns, &windows, buckets);
+            let st = self.tables[subject_ty.index()].entry(subject, obs.end_ns, windows, buckets);
             let think = st.think_before(obs.start_ns, MAX_THINK_NS);
             st.note_end(obs.end_ns);
             // The first request after a 429: how long the client waited to retry.
@@ -249,7 +250,7 @@ impl Detector {
         let mut late = false;
         for (ty, value) in &entities {
             let table = &mut self.tables[ty.index()];
-            let st = table.entry(value, obs.end_ns, &windows, buckets);
+            let st = table.entry(value, obs.end_ns, windows, buckets);
             let queued = st.dirty;
             late |= !update(st, &sample, slot_ns);
             links.add_to(st, *ty);
