@@ -177,10 +177,11 @@ impl Detector {
         let ip_s = ip.to_string();
         let prefix = self.prefix_of(ip);
         let http = obs.http.as_ref();
-        let key = http.and_then(|h| h.api_key_hash.clone());
-        let ua = http.map(|h| h.user_agent_family.clone());
-        let ja4 = obs.transport.ja4.clone();
-        let ja4t = obs.transport.ja4t.clone();
+        // Borrowed from the observation: four allocations per exchange saved.
+        let key = http.and_then(|h| h.api_key_hash.as_deref());
+        let ua = http.map(|h| h.user_agent_family.as_str());
+        let ja4 = obs.transport.ja4.as_deref();
+        let ja4t = obs.transport.ja4t.as_deref();
         let tokens = features::output_tokens(
             obs.response_bytes,
             obs.streamed_chunks,
@@ -194,7 +195,7 @@ impl Detector {
             long: tokens >= cfg.harvest.long_output_tokens,
             throttled: http.is_some_and(|h| h.status == Some(429)),
             claimed: http.is_some_and(|h| h.claimed_origins > 0),
-            ua_mismatch: matches!((&ua, &ja4), (Some(u), Some(j)) if u == "browser" && !browser_like_ja4(j)),
+            ua_mismatch: matches!((ua, ja4), (Some(u), Some(j)) if u == "browser" && !browser_like_ja4(j)),
             rtt_gap: match (obs.transport.tls_rtt_seconds, obs.transport.tcp_rtt_seconds) {
                 (Some(tls), Some(tcp)) => Some((tls - tcp).max(0.0)),
                 _ => None,
@@ -204,15 +205,15 @@ impl Detector {
             obs,
         };
         let mut entities: Vec<(EntityType, &str)> = Vec::with_capacity(5);
-        if let Some(k) = &key {
+        if let Some(k) = key {
             entities.push((EntityType::ApiKey, k));
         }
         entities.push((EntityType::ClientIp, &ip_s));
         entities.push((EntityType::Prefix, &prefix));
-        if let Some(j) = &ja4 {
+        if let Some(j) = ja4 {
             entities.push((EntityType::Ja4, j));
         }
-        if let Some(j) = &ja4t {
+        if let Some(j) = ja4t {
             entities.push((EntityType::Ja4t, j));
         }
         // Think time is a property of one client: its key, else its address.
@@ -240,11 +241,11 @@ impl Detector {
             ..sample
         };
         let links = Links {
-            key: key.as_deref(),
+            key,
             ip: &ip_s,
             prefix: &prefix,
-            ja4: ja4.as_deref(),
-            ua: ua.as_deref(),
+            ja4,
+            ua,
         };
         let slot_ns = cfg.slot_seconds * 1_000_000_000;
         let mut late = false;

@@ -43,6 +43,7 @@ struct Series {
     with: Vec<f64>,
     ratio: Vec<f64>,
     bpf_s_per_gb: Vec<f64>,
+    /// Per GB for iperf3; per 1,000 requests for wrk.
     agent_s_per_gb: Vec<f64>,
 }
 
@@ -95,7 +96,14 @@ pub(crate) fn measure(
                     }
                 }
             }
+            let before = agent.as_ref().map(Agent::cost).transpose()?;
             let rps = wrk(client_ns, &server_ip, server.port, WRK_SECONDS, out)?;
+            if let (Some(a), Some(before)) = (&agent, before) {
+                // Agent CPU per 1,000 requests (the kernel side is in the iperf3 rows).
+                let requests = rps * f64::from(WRK_SECONDS);
+                http.agent_s_per_gb
+                    .push(a.cost()?.since(&before).agent_s / requests * 1000.0);
+            }
             if with_siphon {
                 http.with.push(rps);
             } else {
@@ -159,5 +167,10 @@ fn figures(iperf: Vec<Series>, mut http: Series) -> Vec<Figure> {
     ));
     let met = ratio.value.median >= TARGET_RATIO;
     out.push(ratio.target(format!(">= {TARGET_RATIO}"), met));
+    out.push(Figure::new(
+        "wrk through the lab server: agent CPU per 1,000 requests",
+        "CPU s",
+        &mut http.agent_s_per_gb,
+    ));
     out
 }
