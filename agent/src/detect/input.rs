@@ -366,6 +366,26 @@ mod tests {
     }
 
     #[test]
+    fn the_one_pass_reader_answers_as_the_tagged_one() {
+        let r = sample_report();
+        let line = serde_json::to_string(&Report::Exchange(Box::new(r))).unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        // A missing default field: both readers take 0; null is an error for both.
+        v.as_object_mut().unwrap().remove("streamed_chunks");
+        assert_eq!(parse_line(&v.to_string()).unwrap().streamed_chunks, 0);
+        v["streamed_chunks"] = serde_json::Value::Null;
+        assert!(matches!(
+            parse_line(&v.to_string()),
+            Err(LineError::Invalid(_))
+        ));
+        // Another record kind with a field of the exchange's name but not its type.
+        assert_eq!(
+            parse_line(r#"{"record":"tls_client_hello","client":7,"seq":"x"}"#),
+            Err(LineError::NotAnExchange)
+        );
+    }
+
+    #[test]
     fn other_records_and_garbage_are_told_apart() {
         assert_eq!(
             parse_line(r#"{"record":"tls_client_hello","ts_ns":1}"#),
