@@ -181,7 +181,8 @@ fn one(rate: u32) -> anyhow::Result<Outcome> {
         .join()
         .map_err(|_| anyhow::anyhow!("reader thread panicked"))??;
     result?;
-    let lost = counters.kernel_counters()?[KernelCounter::LossRingbufFull as usize] - lost_before;
+    let lost = counters.kernel_counters()?[KernelCounter::LossRingbufFull as usize]
+        .saturating_sub(lost_before);
     Ok(Outcome {
         achieved,
         lost,

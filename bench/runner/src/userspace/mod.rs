@@ -71,7 +71,7 @@ impl Figure {
         self
     }
 
-    /// Held to `limit`: at least it when `at_least`, else at most.
+    /// The target in words and whether this run met it (the caller compares the median).
     pub(crate) fn target(mut self, text: impl Into<String>, met: bool) -> Figure {
         self.target = Some(text.into());
         self.status = if met { "met" } else { "MISSED" }.to_owned();
