@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: the kernel program's cost per packet under BPF_PROG_TEST_RUN, next to
-//! a floor program and a minimal LRU flow counter measured in the same run. Figures, not a
+//! a floor program and a minimal LRU flow counter measured in the same run; then the userspace
+//! figures and the end-to-end runs (iperf3, wrk) with and without the agent. Figures, not a
 //! test: a missed target is flagged in the table and the command still succeeds. The method is
 //! described in bench/runner/src/main.rs.
 
@@ -33,6 +34,14 @@ pub struct BenchArgs {
     /// Skip the many-flows measurement (flow tables of up to 1.25 M entries, ~0.5 GB).
     #[arg(long)]
     no_many: bool,
+    /// Skip the userspace figures (pipeline and `siphon detect` records/s, /metrics render,
+    /// memory, ring-buffer loss).
+    #[arg(long)]
+    no_userspace: bool,
+    /// Skip the end-to-end runs (iperf3 and wrk through a veth pair, with and without `siphon
+    /// run`).
+    #[arg(long)]
+    no_e2e: bool,
 }
 
 pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
@@ -40,6 +49,16 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     // Release, as `run` builds: the figures are the kernel's and do not depend on it, but the
     // untimed work between calls (restoring state, draining) is quicker.
     let mut bench = Command::new(build_release("siphon-bench", "siphon-bench")?);
+    if !args.no_e2e {
+        // The end-to-end runs start the real agent and the lab's server.
+        let siphon = build_release("agent", "siphon")?;
+        bench.arg("--siphon").arg(siphon).arg("--lab-server").arg(
+            workspace_root()
+                .join("xtask")
+                .join("lab")
+                .join("inference_server.py"),
+        );
+    }
     for (flag, value) in [
         ("--runs", args.runs),
         ("--repeat", args.repeat),
@@ -54,6 +73,12 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     }
     if args.no_many {
         bench.arg("--no-many");
+    }
+    if args.no_userspace {
+        bench.arg("--no-userspace");
+    }
+    if args.no_e2e {
+        bench.arg("--no-e2e");
     }
     let out = target_dir().join("bench");
     bench.arg("--out").arg(&out);

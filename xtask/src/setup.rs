@@ -31,6 +31,9 @@ const TEST_PACKAGES: &[&str] = &[
     "python3-venv",
     "prometheus",
     "fonts-dejavu-core",
+    // `cargo xtask bench`'s end-to-end runs: TCP throughput and an HTTP load generator.
+    "iperf3",
+    "wrk",
 ];
 
 /// LiteLLM, the lab's real LLM router, pinned to a vetted release (1.82.7, 1.82.8 and 1.107.0

@@ -130,7 +130,8 @@ fn linked_of(links: &Links, ty: EntityType) -> Linked {
 fn transition(
     ctx: &Ctx<'_>,
     kind: Kind,
-    entity: &EntityRef,
+    // Built only for an event: most calls change nothing, and the name is an allocation.
+    entity: &dyn Fn() -> EntityRef,
     score: &Score,
     raised: &mut Option<Raised>,
     allowed: Option<&str>,
@@ -164,6 +165,7 @@ fn transition(
         }
         None => return,
     };
+    let entity = entity();
     let ev = DetectionEvent::new(
         kind,
         state,
@@ -198,7 +200,7 @@ pub fn transitions(
     scores: &[Score; 2],
     events: &mut Vec<DetectionEvent>,
 ) {
-    let entity = EntityRef {
+    let entity = || EntityRef {
         ty: ty.label().to_owned(),
         value: value.to_owned(),
     };
@@ -527,7 +529,7 @@ pub fn clusters(
             transition(
                 ctx,
                 kind,
-                &entity,
+                &|| entity.clone(),
                 &reasons,
                 &mut raised,
                 allowed,
@@ -567,7 +569,7 @@ pub fn clusters(
                 transition(
                     ctx,
                     kind,
-                    &entity,
+                    &|| entity.clone(),
                     &Score::default(),
                     &mut raised,
                     None,

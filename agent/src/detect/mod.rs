@@ -182,13 +182,16 @@ impl Detector {
         let ip_s = ip.to_string();
         let prefix = self.prefix_of(ip);
         let http = obs.http.as_ref();
-        let key = http.and_then(|h| {
+        // A rotated key's new hash resolves to the entity its old hash made (alias.rs).
+        let key_entity = http.and_then(|h| {
             let k = h.api_key_hash.as_deref()?;
             Some(self.aliases.resolve(k, h.api_key_hash_prev.as_deref()))
         });
-        let ua = http.map(|h| h.user_agent_family.clone());
-        let ja4 = obs.transport.ja4.clone();
-        let ja4t = obs.transport.ja4t.clone();
+        // Borrowed from the observation: allocations saved per exchange.
+        let key = key_entity.as_deref();
+        let ua = http.map(|h| h.user_agent_family.as_str());
+        let ja4 = obs.transport.ja4.as_deref();
+        let ja4t = obs.transport.ja4t.as_deref();
         let tokens = features::output_tokens(
             obs.response_bytes,
             obs.streamed_chunks,
@@ -202,7 +205,7 @@ impl Detector {
             long: tokens >= cfg.harvest.long_output_tokens,
             throttled: http.is_some_and(|h| h.status == Some(429)),
             claimed: http.is_some_and(|h| h.claimed_origins > 0),
-            ua_mismatch: matches!((&ua, &ja4), (Some(u), Some(j)) if u == "browser" && !browser_like_ja4(j)),
+            ua_mismatch: matches!((ua, ja4), (Some(u), Some(j)) if u == "browser" && !browser_like_ja4(j)),
             rtt_gap: match (obs.transport.tls_rtt_seconds, obs.transport.tcp_rtt_seconds) {
                 (Some(tls), Some(tcp)) => Some((tls - tcp).max(0.0)),
                 _ => None,
@@ -212,22 +215,23 @@ impl Detector {
             obs,
         };
         let mut entities: Vec<(EntityType, &str)> = Vec::with_capacity(5);
-        if let Some(k) = &key {
+        if let Some(k) = key {
             entities.push((EntityType::ApiKey, k));
         }
         entities.push((EntityType::ClientIp, &ip_s));
         entities.push((EntityType::Prefix, &prefix));
-        if let Some(j) = &ja4 {
+        if let Some(j) = ja4 {
             entities.push((EntityType::Ja4, j));
         }
-        if let Some(j) = &ja4t {
+        if let Some(j) = ja4t {
             entities.push((EntityType::Ja4t, j));
         }
         // Think time is a property of one client: its key, else its address.
         let (subject_ty, subject) = entities[0];
-        let (windows, buckets) = (cfg.windows_seconds.clone(), cfg.buckets);
+        // Borrowed, not cloned: this runs for every exchange.
+        let (windows, buckets) = (&cfg.windows_seconds[..], cfg.buckets);
         let (think, retry) = {
-            let st = self.tables[subject_ty.index()].entry(subject, obs.end_ns, &windows, buckets);
+            let st = self.tables[subject_ty.index()].entry(subject, obs.end_ns, windows, buckets);
             let think = st.think_before(obs.start_ns, MAX_THINK_NS);
             st.note_end(obs.end_ns);
             // The first request after a 429: how long the client waited to retry.
@@ -247,17 +251,17 @@ impl Detector {
             ..sample
         };
         let links = Links {
-            key: key.as_deref(),
+            key,
             ip: &ip_s,
             prefix: &prefix,
-            ja4: ja4.as_deref(),
-            ua: ua.as_deref(),
+            ja4,
+            ua,
         };
         let slot_ns = cfg.slot_seconds * 1_000_000_000;
         let mut late = false;
         for (ty, value) in &entities {
             let table = &mut self.tables[ty.index()];
-            let st = table.entry(value, obs.end_ns, &windows, buckets);
+            let st = table.entry(value, obs.end_ns, windows, buckets);
             let queued = st.dirty;
             late |= !update(st, &sample, slot_ns);
             links.add_to(st, *ty);

@@ -64,6 +64,15 @@ pub fn ramp_log(x: f64, lo: f64, hi: f64) -> f64 {
     if !(x > 0.0 && lo > 0.0 && hi > 0.0) {
         return if x >= hi && x > 0.0 { 1.0 } else { 0.0 };
     }
+    // `ln` is most of scoring's cost and is monotonic, so the saturated ends, where most
+    // entities sit, are decided without it, giving what `ramp` on the logarithms gives: at or
+    // below `lo` 0; at or above `hi`, 1 unless ln x <= ln lo, which only `lo` itself can meet.
+    if x <= lo {
+        return 0.0;
+    }
+    if x >= hi {
+        return if x.ln() <= lo.ln() { 0.0 } else { 1.0 };
+    }
     ramp(x.ln(), lo.ln(), hi.ln())
 }
 
@@ -105,7 +114,8 @@ pub fn harvest(
     if f.requests < cfg.min_requests {
         return Score::default();
     }
-    let mut reasons = Vec::new();
+    // Sized for every reason a score can give, so pushing never reallocates.
+    let mut reasons = Vec::with_capacity(8);
     let floor = cfg.volume_floor_tokens_per_second;
     let volume = ramp_log(
         f.output_tokens_per_second,
@@ -276,7 +286,8 @@ pub fn relay(
     if f.requests < cfg.min_requests {
         return Score::default();
     }
-    let mut reasons = Vec::new();
+    // Sized for every reason a score can give, so pushing never reallocates.
+    let mut reasons = Vec::with_capacity(8);
     let gap_lo = match base.rtt_gap_seconds {
         Some(b) => cfg.rtt_gap_lo_seconds.max(2.0 * b),
         None => cfg.rtt_gap_lo_seconds,

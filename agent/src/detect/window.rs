@@ -137,6 +137,29 @@ pub fn quantile_bin(hist: &[u16], q: f64) -> Option<usize> {
     Some(hist.len() - 1)
 }
 
+/// An empty bucket, to compare against without building one.
+const EMPTY: Bucket = Bucket {
+    requests: 0,
+    long: 0,
+    throttled: 0,
+    claimed: 0,
+    ua_mismatch: 0,
+    rtt_samples: 0,
+    request_bytes: 0,
+    response_bytes: 0,
+    busy_ns: 0,
+    output_tokens: 0.0,
+    gap_n: 0,
+    gap_sum: 0.0,
+    gap_sumsq: 0.0,
+    think: [0; THINK_BINS],
+    rtt_gap: [0; GAP_BINS],
+    direct_requests: 0,
+    new_connections: 0,
+    retry_n: 0,
+    retry_sum: 0.0,
+};
+
 /// One window: `buckets.len()` buckets of `bucket_ns` each; `newest` is the absolute index
 /// (time / bucket_ns) of the newest bucket.
 #[derive(Clone, Debug)]
@@ -206,7 +229,12 @@ impl Window {
             if index > self.newest || index + n <= self.newest {
                 continue;
             }
-            total.merge(&self.buckets[self.slot(index)]);
+            let b = &self.buckets[self.slot(index)];
+            // Most buckets of a sparse entity are empty; merging one would add zeros (x + 0.0
+            // is x for these non-negative sums), so skipping it leaves the sum bit-identical.
+            if b.requests != 0 || *b != EMPTY {
+                total.merge(b);
+            }
         }
         total
     }

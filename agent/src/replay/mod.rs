@@ -3,7 +3,7 @@
 //! userspace pipeline as the live agent.
 
 mod capture;
-mod skb_ctx;
+pub mod skb_ctx;
 
 use std::{
     fs::File,

@@ -50,12 +50,14 @@
 //! program still forces a wake-up every 256 records per CPU (it counts records, not drains):
 //! that sample's self-IPI lands in the outer quarter the interquartile mean drops.
 
+mod e2e;
 mod frames;
 mod kernel;
 mod live;
 mod many;
 mod report;
 mod scenarios;
+mod userspace;
 
 use std::path::PathBuf;
 
@@ -120,17 +122,44 @@ struct Args {
     /// Write bench.md and bench.json here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Skip the per-packet test_run tables (with them the many-flows and live parts): for
+    /// iterating on the userspace and end-to-end parts.
+    #[arg(long)]
+    no_kernel: bool,
+    /// Skip the userspace figures (records/s, `siphon detect`, /metrics, memory, ring loss).
+    #[arg(long)]
+    no_userspace: bool,
+    /// Skip the end-to-end runs (iperf3 and wrk with and without `siphon run`).
+    #[arg(long)]
+    no_e2e: bool,
+    /// The `siphon` binary the end-to-end runs start [default: beside siphon-bench].
+    #[arg(long)]
+    siphon: Option<PathBuf>,
+    /// The lab's inference server, for the end-to-end HTTP run.
+    #[arg(long, default_value = "xtask/lab/inference_server.py")]
+    lab_server: PathBuf,
+    /// Only the userspace pipeline's records/s (no `siphon detect`, scale or loss): for
+    /// profiling it, e.g. under `perf record`.
+    #[arg(long, hide = true)]
+    pipeline_only: bool,
+    /// Internal: one size of the userspace scale measurement, in a process of its own.
+    #[arg(long, hide = true)]
+    scale_child: Option<usize>,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let pinned = pin_to_one_cpu();
+    if let Some(n) = args.scale_child {
+        return userspace::scale::child(n, args.runs);
+    }
     let ringbuf_bytes = args
         .ringbuf_bytes
         .unwrap_or_else(ebpf_object::default_ringbuf_bytes);
     let mut kernel = Kernel::load(args.head_capture_bytes, ringbuf_bytes)?;
     let cases: Vec<Case> = cases()
         .into_iter()
+        .filter(|_| !args.no_kernel)
         .filter(|case| {
             case.prog != Prog::Siphon || args.only.as_ref().is_none_or(|o| case.name.contains(o))
         })
@@ -152,21 +181,55 @@ fn main() -> anyhow::Result<()> {
             runs.push(ns);
         }
     }
-    let (rows, scale) = report::rows(&cases, &mut figures)?;
+    let (rows, scale) = if cases.is_empty() {
+        // --no-kernel: no per-packet tables, so nothing to calibrate.
+        (
+            Vec::new(),
+            report::Scale {
+                batch_floor: 0.0,
+                single_floor: 0.0,
+                excess: 0.0,
+            },
+        )
+    } else {
+        report::rows(&cases, &mut figures)?
+    };
     let kernel_counters = report::kernel_counters(&kernel)?;
     drop(kernel);
 
-    let many_flows = if args.no_many {
+    let many_flows = if args.no_many || args.no_kernel {
         Vec::new()
     } else {
         many::measure(&scale, args.runs, args.samples, args.head_capture_bytes)
             .context("many flows (skip them with --no-many)")?
     };
-    let live = if args.no_live {
+    let live = if args.no_live || args.no_kernel {
         Vec::new()
     } else {
         live::cross_check(&rows, scale.batch_floor, args.head_capture_bytes)
             .context("live cross-check (skip it with --no-live)")?
+    };
+    let out_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("target/bench"));
+    let siphon = match &args.siphon {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .context("locating siphon-bench")?
+            .with_file_name("siphon"),
+    };
+    let userspace = if args.no_userspace {
+        Vec::new()
+    } else {
+        userspace::measure(args.runs, &out_dir, args.pipeline_only)
+            .context("userspace figures (skip them with --no-userspace)")?
+    };
+    let e2e = if args.no_e2e {
+        Vec::new()
+    } else {
+        e2e::measure(args.runs, &siphon, &args.lab_server, &out_dir)
+            .context("end-to-end runs (skip them with --no-e2e)")?
     };
     let mut missed: Vec<String> = rows
         .iter()
@@ -177,6 +240,13 @@ fn main() -> anyhow::Result<()> {
         live.iter()
             .filter(|l| l.status.starts_with("MISSED"))
             .map(|l| format!("live {}: {}", l.label, l.status)),
+    );
+    missed.extend(
+        userspace
+            .iter()
+            .chain(&e2e)
+            .filter(|f| f.status == "MISSED")
+            .map(|f| format!("{}: MISSED", f.name)),
     );
     let report = Report {
         machine,
@@ -192,6 +262,8 @@ fn main() -> anyhow::Result<()> {
              figure (both net of their floor); the other live rows are shown for comparison."
         ),
         kernel_counters,
+        userspace,
+        e2e,
         missed,
     };
     print!("{}", report.markdown()?);

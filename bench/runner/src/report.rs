@@ -13,6 +13,7 @@ use crate::{
         Case, Method, Prog, Target, TARGET_CAPTURE_NS, TARGET_EXISTING_FLOW_NS,
         TARGET_EXISTING_FLOW_RATIO, TARGET_NEW_FLOW_NS,
     },
+    userspace::Figure,
 };
 
 /// Live capture paths: at most this many times their test_run figure (net of the floor).
@@ -108,6 +109,9 @@ pub(crate) struct Report {
     pub(crate) live: Vec<LiveRow>,
     pub(crate) live_note: String,
     pub(crate) kernel_counters: Vec<(String, u64)>,
+    /// Userspace and end-to-end figures (userspace/, e2e/), empty when skipped.
+    pub(crate) userspace: Vec<Figure>,
+    pub(crate) e2e: Vec<Figure>,
     pub(crate) missed: Vec<String>,
 }
 
@@ -253,6 +257,21 @@ pub(crate) fn kernel_counters(kernel: &Kernel) -> anyhow::Result<Vec<(String, u6
         .collect())
 }
 
+/// Figures of any magnitude: records/s in the millions to ratios near 1.
+fn fmt_figure(s: &Spread) -> String {
+    let digits = if s.median.abs() >= 1000.0 {
+        0
+    } else if s.median.abs() >= 10.0 {
+        1
+    } else {
+        3
+    };
+    format!(
+        "{:.digits$} ({:.digits$}-{:.digits$})",
+        s.median, s.min, s.max
+    )
+}
+
 fn fmt_spread(s: &Spread) -> String {
     format!("{:.1} ({:.1}-{:.1})", s.median, s.min, s.max)
 }
@@ -346,6 +365,37 @@ impl Report {
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         writeln!(out, "\nkernel counters: {}", counters.join(", "))?;
+        for (title, figures) in [
+            (
+                "**Userspace** (one core for the pipeline and `siphon detect`; median (min-max) of the runs):",
+                &self.userspace,
+            ),
+            (
+                "**End to end** (real TCP over a veth pair between namespaces, `siphon run` attached to the server's end; per-run figures, interleaved):",
+                &self.e2e,
+            ),
+        ] {
+            if figures.is_empty() {
+                continue;
+            }
+            writeln!(
+                out,
+                "\n{title}\n\n| measurement | unit | median (min-max) | runs | notes | target | status |\n|---|---|---|---|---|---|---|"
+            )?;
+            for f in figures {
+                writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} |",
+                    f.name,
+                    f.unit,
+                    fmt_figure(&f.value),
+                    f.value.runs,
+                    f.note,
+                    f.target.as_deref().unwrap_or("-"),
+                    f.status
+                )?;
+            }
+        }
         if self.missed.is_empty() {
             writeln!(out, "\nall targets met")?;
         } else {

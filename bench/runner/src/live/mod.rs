@@ -25,7 +25,7 @@
 //! bounded.
 
 mod net;
-mod traffic;
+pub(crate) mod traffic;
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4, TcpListener},

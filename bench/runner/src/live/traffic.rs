@@ -16,7 +16,7 @@ use super::{
 
 /// Lets the calling thread run on every online CPU: the bench pins itself to one CPU for
 /// test_run, but live traffic, like a node's, spreads its client, server and reader.
-pub(super) fn unpin() {
+pub(crate) fn unpin() {
     // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
     let mut all: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     for cpu in aya::util::online_cpus().unwrap_or_default() {
