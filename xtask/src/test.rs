@@ -20,8 +20,10 @@ pub fn test(args: &TestArgs) -> anyhow::Result<()> {
     let root = workspace_root();
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
-    // Every declared dependency is used (set-up installs cargo-machete).
-    run(cargo().arg("machete"))?;
+    // Every declared dependency is used (set-up installs cargo-machete). Run directly, not as
+    // `cargo machete`: under xtask, $CARGO is the toolchain's cargo, which hands cargo-machete
+    // the word "machete" as a path to scan.
+    run(Command::new("cargo-machete").current_dir(&root))?;
     // The kernel crates only build for the BPF target, with nightly.
     run(Command::new("cargo")
         .current_dir(&root)
