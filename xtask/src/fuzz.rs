@@ -4,7 +4,7 @@
 //! `target/fuzz/summary.{json,md}`; a crash, hang or memory blow-up fails the run and leaves
 //! its input under `target/fuzz/artifacts/<target>/`.
 //!
-//! `cargo xtask test` runs the same with a short budget (`smoke`).
+//! `cargo xtask test` runs the same with a short budget from the seeds alone (`smoke`).
 
 mod dicts;
 mod records;
@@ -80,6 +80,9 @@ pub struct FuzzArgs {
     /// Only these targets (repeatable); default: all.
     #[arg(long = "target")]
     pub targets: Vec<String>,
+    /// The short run of `cargo xtask test` instead: 11 s per target, from the seeds alone.
+    #[arg(long, conflicts_with = "minutes")]
+    pub smoke: bool,
 }
 
 /// What one target's run gave.
@@ -98,16 +101,29 @@ struct Outcome {
 }
 
 pub fn fuzz(args: &FuzzArgs) -> anyhow::Result<()> {
-    let budget = (args.minutes * 60.0).max(1.0);
     let targets = selected(&args.targets)?;
+    if args.smoke {
+        return run_targets(&targets, SMOKE_SECONDS_PER_TARGET, Corpus::Fresh);
+    }
+    let budget = (args.minutes * 60.0).max(1.0);
     let per_target = ((budget / targets.len() as f64).round() as u64).max(1);
-    run_targets(&targets, per_target)
+    run_targets(&targets, per_target, Corpus::Kept)
+}
+
+/// Where a run starts from.
+#[derive(Clone, Copy, PartialEq)]
+enum Corpus {
+    /// The seeds plus `target/fuzz/corpus/<target>/`, which the run grows.
+    Kept,
+    /// The seeds alone, in a directory emptied first: replaying a corpus that long runs grew
+    /// to thousands of inputs would eat a short budget and make it unpredictable.
+    Fresh,
 }
 
 /// The bounded run of `cargo xtask test`.
 pub fn smoke() -> anyhow::Result<()> {
     let targets = selected(&[])?;
-    run_targets(&targets, SMOKE_SECONDS_PER_TARGET)
+    run_targets(&targets, SMOKE_SECONDS_PER_TARGET, Corpus::Fresh)
 }
 
 fn selected(names: &[String]) -> anyhow::Result<Vec<(&'static str, &'static str)>> {
@@ -134,7 +150,7 @@ fn target_names() -> String {
         .join(", ")
 }
 
-fn run_targets(targets: &[(&str, &str)], seconds: u64) -> anyhow::Result<()> {
+fn run_targets(targets: &[(&str, &str)], seconds: u64, corpus: Corpus) -> anyhow::Result<()> {
     crate::setup::ensure_cargo_fuzz()?;
     let root = workspace_root();
     // Without the `xtask/..` detour, so the paths printed are the ones to type.
@@ -150,7 +166,7 @@ fn run_targets(targets: &[(&str, &str)], seconds: u64) -> anyhow::Result<()> {
     seeds::write_all(&root, &shared, &seed_dir)?;
     let mut outcomes = Vec::new();
     for (target, parser) in targets {
-        let o = run_one(&binaries, &out, target, parser, seconds)?;
+        let o = run_one(&binaries, &out, target, parser, seconds, corpus)?;
         eprintln!(
             "xtask: fuzz {target}: {} in {} s, {} executions ({}/s), corpus {}",
             o.result,
@@ -213,8 +229,16 @@ fn run_one(
     target: &str,
     parser: &str,
     seconds: u64,
+    start: Corpus,
 ) -> anyhow::Result<Outcome> {
-    let corpus = out.join("corpus").join(target);
+    let corpus = match start {
+        Corpus::Kept => out.join("corpus").join(target),
+        Corpus::Fresh => {
+            let d = out.join("smoke-corpus").join(target);
+            let _ = fs::remove_dir_all(&d);
+            d
+        }
+    };
     let artifacts = out.join("artifacts").join(target);
     let logs = out.join("logs");
     for d in [&corpus, &artifacts, &logs] {
