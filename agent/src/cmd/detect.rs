@@ -48,7 +48,9 @@ pub struct Summary {
 
 struct Source {
     name: String,
-    lines: Box<dyn Iterator<Item = std::io::Result<String>>>,
+    reader: Box<dyn BufRead>,
+    /// The current line, its allocation reused from line to line.
+    line: String,
     line_no: u64,
 }
 
@@ -64,7 +66,8 @@ impl Source {
         };
         Ok(Source {
             name: path.display().to_string(),
-            lines: Box::new(reader.lines()),
+            reader,
+            line: String::new(),
             line_no: 0,
         })
     }
@@ -72,23 +75,26 @@ impl Source {
     /// The next observation of this file; other records are counted, bad lines reported.
     fn next(&mut self, sum: &mut Summary) -> anyhow::Result<Option<Observation>> {
         loop {
-            let Some(line) = self.lines.next() else {
-                return Ok(None);
-            };
-            self.line_no += 1;
-            sum.lines += 1;
-            let line = match line {
-                Ok(l) => l,
+            self.line.clear();
+            match self.reader.read_line(&mut self.line) {
+                Ok(0) => return Ok(None),
+                Ok(_) => {}
+                // The line's bytes are consumed and `line` left empty: skip it, as a bad line.
                 Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    self.line_no += 1;
+                    sum.lines += 1;
                     bad(sum, &self.name, self.line_no, "not UTF-8");
                     continue;
                 }
                 Err(e) => return Err(e).with_context(|| format!("reading {}", self.name)),
-            };
+            }
+            self.line_no += 1;
+            sum.lines += 1;
+            let line = self.line.trim_end_matches(['\n', '\r']);
             if line.trim().is_empty() {
                 continue;
             }
-            match parse_line(&line) {
+            match parse_line(line) {
                 Ok(o) => return Ok(Some(o)),
                 Err(LineError::NotAnExchange) => sum.other_records += 1,
                 Err(LineError::Invalid(why)) => bad(sum, &self.name, self.line_no, &why),

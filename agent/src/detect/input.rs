@@ -2,7 +2,10 @@
 //! report (live, `siphon run`) or from an exchange-log line (`siphon detect`). Both go through
 //! [`Observation`], so the detector cannot tell live from offline.
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    borrow::Cow,
+    net::{IpAddr, SocketAddr},
+};
 
 use serde::Deserialize;
 
@@ -129,46 +132,44 @@ pub fn observation_of(report: &Report) -> Option<Observation> {
 
 // ---- exchange-log lines -------------------------------------------------------------------
 
-/// One line of an exchange log, as `--exchange-log` and `replay --json` write it. Fields the
-/// detector does not use are ignored; other record kinds are skipped.
+/// One line of an exchange log, as `--exchange-log` and `replay --json` write it, read in one
+/// pass with its strings borrowed from the line where they hold no escapes. Fields the detector
+/// does not use are skipped unread. Every field an exchange requires is optional here so that a
+/// line of another record kind (which may use the same names for other things) still parses;
+/// [`LogLine::exchange`] names what an exchange line lacks.
 #[derive(Deserialize)]
-#[serde(tag = "record", rename_all = "snake_case")]
-enum LogLine {
-    Exchange(Box<LogExchange>),
-    #[serde(other)]
-    Other,
-}
-
-#[derive(Deserialize)]
-struct LogExchange {
-    client: SocketAddr,
-    server: SocketAddr,
-    seq: u32,
-    request_start_ns: u64,
+struct LogLine<'a> {
+    #[serde(borrow)]
+    record: Cow<'a, str>,
+    client: Option<SocketAddr>,
+    server: Option<SocketAddr>,
+    seq: Option<u32>,
+    request_start_ns: Option<u64>,
     #[serde(default)]
     request_start_unix_ns: Option<u64>,
-    request_bytes: u64,
-    response_bytes: u64,
+    request_bytes: Option<u64>,
+    response_bytes: Option<u64>,
+    /// Absent: 0 (older logs); null is an error, as for every other number.
     #[serde(default)]
     streamed_chunks: u32,
     #[serde(default)]
     ttfb_seconds: Option<f64>,
     #[serde(default)]
     response_duration_seconds: Option<f64>,
-    #[serde(default)]
-    http: Option<LogHttp>,
-    #[serde(default)]
-    tls: Option<LogTls>,
-    #[serde(default)]
-    tcp: Option<LogTcp>,
+    #[serde(default, borrow)]
+    http: Option<LogHttp<'a>>,
+    #[serde(default, borrow)]
+    tls: Option<LogTls<'a>>,
+    #[serde(default, borrow)]
+    tcp: Option<LogTcp<'a>>,
 }
 
 #[derive(Deserialize)]
-struct LogHttp {
-    #[serde(default)]
-    api_key_hash: Option<String>,
-    #[serde(default)]
-    api_key_hash_prev: Option<String>,
+struct LogHttp<'a> {
+    #[serde(default, borrow)]
+    api_key_hash: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    api_key_hash_prev: Option<Cow<'a, str>>,
     client_ip: IpAddr,
     #[serde(default)]
     forwarded_for: Vec<IpAddr>,
@@ -176,23 +177,32 @@ struct LogHttp {
     status: Option<u16>,
     #[serde(default)]
     event_stream: bool,
-    #[serde(default)]
-    user_agent_family: Option<String>,
+    #[serde(default, borrow)]
+    user_agent_family: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
-struct LogTls {
-    ja4: String,
+struct LogTls<'a> {
+    #[serde(borrow)]
+    ja4: Cow<'a, str>,
 }
 
 #[derive(Deserialize, Default)]
-struct LogTcp {
-    #[serde(default)]
-    ja4t: Option<String>,
+struct LogTcp<'a> {
+    #[serde(default, borrow)]
+    ja4t: Option<Cow<'a, str>>,
     #[serde(default)]
     synack_ack_seconds: Option<f64>,
     #[serde(default)]
     tls_rtt_seconds: Option<f64>,
+}
+
+/// Only the record kind: what a line that is not a valid exchange is read as, to tell another
+/// record kind (skipped) from a broken line (reported).
+#[derive(Deserialize)]
+struct RecordKind<'a> {
+    #[serde(borrow)]
+    record: Cow<'a, str>,
 }
 
 /// Why a line was not an observation.
@@ -203,106 +213,62 @@ pub enum LineError {
     Invalid(String),
 }
 
-/// The same line read in one pass. `LogLine`, an internally tagged enum, makes serde buffer
-/// the whole line into a generic tree before reading it again, most of `siphon detect`'s
-/// parsing time; this struct reads the fields directly. Every field `LogExchange` requires is
-/// optional here, so a line missing one (or holding null) falls back to [`LogLine`], which
-/// gives the same answer and the same error as before.
-#[derive(Deserialize)]
-struct FlatLine<'a> {
-    #[serde(borrow)]
-    record: std::borrow::Cow<'a, str>,
-    client: Option<SocketAddr>,
-    server: Option<SocketAddr>,
-    seq: Option<u32>,
-    request_start_ns: Option<u64>,
-    #[serde(default)]
-    request_start_unix_ns: Option<u64>,
-    request_bytes: Option<u64>,
-    response_bytes: Option<u64>,
-    streamed_chunks: Option<u32>,
-    #[serde(default)]
-    ttfb_seconds: Option<f64>,
-    #[serde(default)]
-    response_duration_seconds: Option<f64>,
-    #[serde(default)]
-    http: Option<LogHttp>,
-    #[serde(default)]
-    tls: Option<LogTls>,
-    #[serde(default)]
-    tcp: Option<LogTcp>,
-}
+const EXCHANGE: &str = "exchange";
 
-impl FlatLine<'_> {
-    /// The exchange, when every field `LogExchange` requires is here.
-    fn exchange(self) -> Option<LogExchange> {
-        Some(LogExchange {
-            client: self.client?,
-            server: self.server?,
-            seq: self.seq?,
-            request_start_ns: self.request_start_ns?,
-            request_start_unix_ns: self.request_start_unix_ns,
-            request_bytes: self.request_bytes?,
-            response_bytes: self.response_bytes?,
-            streamed_chunks: self.streamed_chunks?,
-            ttfb_seconds: self.ttfb_seconds,
-            response_duration_seconds: self.response_duration_seconds,
-            http: self.http,
-            tls: self.tls,
-            tcp: self.tcp,
+impl LogLine<'_> {
+    /// The observation, when every field an exchange requires is here.
+    fn exchange(self) -> Result<Observation, LineError> {
+        fn need<T>(v: Option<T>, field: &str) -> Result<T, LineError> {
+            v.ok_or_else(|| LineError::Invalid(format!("missing field `{field}`")))
+        }
+        let monotonic_ns = need(self.request_start_ns, "request_start_ns")?;
+        let start_ns = self.request_start_unix_ns.unwrap_or(monotonic_ns);
+        if start_ns > MAX_TIME_NS {
+            return Err(LineError::Invalid(format!(
+                "request start {start_ns} ns is past the year 2116"
+            )));
+        }
+        let tcp = self.tcp.unwrap_or_default();
+        Ok(Observation {
+            start_ns,
+            end_ns: end_ns(start_ns, self.ttfb_seconds, self.response_duration_seconds),
+            peer: need(self.client, "client")?,
+            server: need(self.server, "server")?,
+            seq: need(self.seq, "seq")?,
+            request_bytes: need(self.request_bytes, "request_bytes")?,
+            response_bytes: need(self.response_bytes, "response_bytes")?,
+            streamed_chunks: self.streamed_chunks,
+            http: self.http.map(|h| HttpObs {
+                claimed_origins: claimed_origins(&h.forwarded_for, h.client_ip),
+                api_key_hash: h.api_key_hash.map(Cow::into_owned),
+                api_key_hash_prev: h.api_key_hash_prev.map(Cow::into_owned),
+                client_ip: h.client_ip,
+                status: h.status,
+                event_stream: h.event_stream,
+                user_agent_family: h
+                    .user_agent_family
+                    .map_or_else(|| "other".to_owned(), Cow::into_owned),
+            }),
+            transport: Transport {
+                ja4: self.tls.map(|t| t.ja4.into_owned()),
+                ja4t: tcp.ja4t.map(Cow::into_owned),
+                tcp_rtt_seconds: tcp.synack_ack_seconds,
+                tls_rtt_seconds: tcp.tls_rtt_seconds,
+            },
         })
     }
 }
 
 pub fn parse_line(line: &str) -> Result<Observation, LineError> {
-    let fast = match serde_json::from_str::<FlatLine>(line) {
-        Ok(f) if f.record != "exchange" => return Err(LineError::NotAnExchange),
-        Ok(f) => f.exchange(),
-        Err(_) => None,
-    };
-    let x = match fast {
-        Some(x) => Box::new(x),
-        None => {
-            let parsed: LogLine =
-                serde_json::from_str(line).map_err(|e| LineError::Invalid(e.to_string()))?;
-            let LogLine::Exchange(x) = parsed else {
-                return Err(LineError::NotAnExchange);
-            };
-            x
-        }
-    };
-    let start_ns = x.request_start_unix_ns.unwrap_or(x.request_start_ns);
-    if start_ns > MAX_TIME_NS {
-        return Err(LineError::Invalid(format!(
-            "request start {start_ns} ns is past the year 2116"
-        )));
-    }
-    let tcp = x.tcp.unwrap_or_default();
-    Ok(Observation {
-        start_ns,
-        end_ns: end_ns(start_ns, x.ttfb_seconds, x.response_duration_seconds),
-        peer: x.client,
-        server: x.server,
-        seq: x.seq,
-        request_bytes: x.request_bytes,
-        response_bytes: x.response_bytes,
-        streamed_chunks: x.streamed_chunks,
-        http: x.http.map(|h| HttpObs {
-            claimed_origins: claimed_origins(&h.forwarded_for, h.client_ip),
-            api_key_hash: h.api_key_hash,
-            api_key_hash_prev: h.api_key_hash_prev,
-            client_ip: h.client_ip,
-            status: h.status,
-            event_stream: h.event_stream,
-            user_agent_family: h.user_agent_family.unwrap_or_else(|| "other".to_owned()),
-        }),
-        transport: Transport {
-            ja4: x.tls.map(|t| t.ja4),
-            ja4t: tcp.ja4t,
-            tcp_rtt_seconds: tcp.synack_ack_seconds,
-            tls_rtt_seconds: tcp.tls_rtt_seconds,
+    match serde_json::from_str::<LogLine>(line) {
+        Ok(l) if l.record != EXCHANGE => Err(LineError::NotAnExchange),
+        Ok(l) => l.exchange(),
+        // Not a valid exchange line: another record kind whose fields differ, or broken.
+        Err(e) => match serde_json::from_str::<RecordKind>(line) {
+            Ok(k) if k.record != EXCHANGE => Err(LineError::NotAnExchange),
+            _ => Err(LineError::Invalid(e.to_string())),
         },
-    })
+    }
 }
 
 #[cfg(test)]
@@ -402,11 +368,11 @@ mod tests {
     }
 
     #[test]
-    fn the_one_pass_reader_answers_as_the_tagged_one() {
+    fn missing_null_and_foreign_fields_are_told_apart() {
         let r = sample_report();
         let line = serde_json::to_string(&Report::Exchange(Box::new(r))).unwrap();
         let mut v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        // A missing default field: both readers take 0; null is an error for both.
+        // A missing default field reads as 0; null is an error.
         v.as_object_mut().unwrap().remove("streamed_chunks");
         assert_eq!(parse_line(&v.to_string()).unwrap().streamed_chunks, 0);
         v["streamed_chunks"] = serde_json::Value::Null;
@@ -414,6 +380,20 @@ mod tests {
             parse_line(&v.to_string()),
             Err(LineError::Invalid(_))
         ));
+        // A required field missing is named.
+        v["streamed_chunks"] = 3.into();
+        v.as_object_mut().unwrap().remove("response_bytes");
+        assert_eq!(
+            parse_line(&v.to_string()),
+            Err(LineError::Invalid("missing field `response_bytes`".into()))
+        );
+        // Strings with escapes (not borrowable from the line) read as written.
+        v["response_bytes"] = 9.into();
+        v["http"]["user_agent_family"] = "a\"bé".into();
+        let line = v.to_string();
+        assert!(line.contains(r#"a\"b"#));
+        let obs = parse_line(&line).unwrap();
+        assert_eq!(obs.http.unwrap().user_agent_family, "a\"bé");
         // Another record kind with a field of the exchange's name but not its type.
         assert_eq!(
             parse_line(r#"{"record":"tls_client_hello","client":7,"seq":"x"}"#),
