@@ -35,6 +35,12 @@ const MARKERS: [&str; 3] = [
 const PORT: u16 = 8000;
 const SECRET_A: &str = "privacy-secret-a-0123456789abcdef";
 const SECRET_B: &str = "privacy-secret-b-fedcba9876543210";
+/// Hair-trigger detector thresholds (any volume, any response at least a ten-thousandth of its
+/// request), so that the detection log this test scans holds events, with the keys' hashes
+/// and the clients' addresses in them, rather than nothing.
+const HAIR_TRIGGER: &str = "windows_seconds = [5]\nslot_seconds = 1\neval_interval_seconds = 1.0\n\
+    hold_seconds = 0.0\n[harvest]\nraise = 0.002\nclear = 0.001\nmin_requests = 1\n\
+    volume_floor_tokens_per_second = 0.0\nratio_lo = 0.0001\nratio_hi = 0.001\n";
 
 /// What must not appear: each key whole, as hex and base64, and every 8-byte window of it
 /// (the `sk-priv-` prefix alone is shared and excluded); the markers.
@@ -232,6 +238,8 @@ fn no_key_or_payload_bytes_leave_the_agent() {
     let secret = dir.join("key-hash");
     std::fs::write(&secret, format!("{SECRET_A}\n")).expect("secret");
     let (exlog, detlog) = (dir.join("exchanges.jsonl"), dir.join("detections.jsonl"));
+    let detect_config = dir.join("detect.toml");
+    std::fs::write(&detect_config, HAIR_TRIGGER).expect("detector config");
     let capture = dir.join("traffic.pcap");
     let cap = start_capture(&pair.a, &pair.dev_a, &capture);
     let path = |p: &Path| p.to_str().expect("utf8 path").to_owned();
@@ -247,6 +255,8 @@ fn no_key_or_payload_bytes_leave_the_agent() {
             &path(&exlog),
             "--detection-log",
             &path(&detlog),
+            "--detect-config",
+            &path(&detect_config),
             "--key-hash-secret-file",
             &path(&secret),
             "--key-hash-overlap",
@@ -280,6 +290,16 @@ fn no_key_or_payload_bytes_leave_the_agent() {
     assert_clean("the agent's log", &stderr);
     assert_clean("the exchange log", &exlog_text);
     assert_clean("the detection log", &detlog_text);
+    // The scan above searched real events: raised ones, naming clients by their keys' hashes.
+    let raised: Vec<Value> = detlog_text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["state"] == "raised")
+        .collect();
+    assert!(
+        raised.iter().any(|e| e["entity"]["type"] == "api_key"),
+        "no key raised with hair-trigger thresholds:\n{detlog_text}"
+    );
 
     let records = exchanges(&exlog_text);
     assert_eq!(records.len(), 10, "one record per request:\n{exlog_text}");
