@@ -22,7 +22,7 @@ use crate::{
         metrics::{BuildInfo, Metrics},
         server,
         state::Shared,
-        webconfig,
+        webconfig, webconfig_reload,
     },
     kernel::{
         attach::{Attacher, Mechanism},
@@ -50,7 +50,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let (mut decode, services) = super::decode_config(&args.pipeline)?;
     let secret_watch = super::watch_secret(&args.pipeline, &mut decode, args.key_hash_overlap);
-    let web = webconfig::WebConfig::load(args.web_config_file.as_deref())?;
+    let web = webconfig::LiveWebConfig::load(args.web_config_file.as_deref())?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -101,6 +101,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         None => None,
     };
     let detector = detector_sink(&args, metrics.registry(), &log_metrics)?;
+    let web_reloader = webconfig_reload::Reloader::new(&web, metrics.registry())?;
     let pipeline = Pipeline::new(decode, capacity, exchange_log).with_sink(Box::new(detector));
     let shared = Arc::new(Shared::new(metrics, counters));
     {
@@ -161,6 +162,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let served = runtime.block_on(async {
         let app = server::router(Arc::clone(&shared), !args.no_flows_endpoint);
+        if let Some(r) = web_reloader {
+            r.spawn();
+        }
         webconfig::serve(listener, app, web, shutdown_signal()).await
     });
     shared.ready.store(false, Ordering::Release);

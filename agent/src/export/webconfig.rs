@@ -33,6 +33,8 @@ use sha2::{Digest as _, Sha256};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{server::TlsStream, TlsAcceptor};
 
+pub use super::webconfig_reload::LiveWebConfig;
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct FileFormat {
@@ -59,6 +61,9 @@ struct TlsFormat {
 pub struct WebConfig {
     pub tls: Option<Arc<ServerConfig>>,
     pub auth: Option<Arc<BasicAuth>>,
+    /// The files the TLS settings name (certificate, key, client CA), resolved: a change to
+    /// any of them is a change of the config (see webconfig_reload.rs).
+    pub files: Vec<PathBuf>,
 }
 
 impl WebConfig {
@@ -69,6 +74,7 @@ impl WebConfig {
             None => Ok(WebConfig {
                 tls: None,
                 auth: None,
+                files: Vec::new(),
             }),
         }
     }
@@ -88,6 +94,17 @@ impl WebConfig {
         } else {
             serde_norway::from_str(text)?
         };
+        let files = f.tls_server_config.as_ref().map_or_else(Vec::new, |t| {
+            [
+                Some(&t.cert_file),
+                Some(&t.key_file),
+                t.client_ca_file.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .map(|p| base.join(p))
+            .collect()
+        });
         let tls = f
             .tls_server_config
             .map(|t| tls_config(&t, base).map(Arc::new))
@@ -97,7 +114,7 @@ impl WebConfig {
             .map(BasicAuth::new)
             .transpose()?
             .map(Arc::new);
-        Ok(WebConfig { tls, auth })
+        Ok(WebConfig { tls, auth, files })
     }
 }
 
@@ -293,7 +310,15 @@ fn basic_credentials(value: &[u8]) -> Option<(String, Vec<u8>)> {
 /// but up/ready.
 const OPEN_PATHS: &[&str] = &["/healthz", "/readyz"];
 
-async fn require_auth(State(auth): State<Arc<BasicAuth>>, req: Request, next: Next) -> Response {
+/// Checks against the users of the config in force at the request (reloads apply at once).
+async fn require_auth(
+    State(live): State<Arc<LiveWebConfig>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(auth) = live.current().auth.clone() else {
+        return next.run(req).await;
+    };
     if OPEN_PATHS.contains(&req.uri().path()) {
         return next.run(req).await;
     }
@@ -313,11 +338,16 @@ async fn require_auth(State(auth): State<Arc<BasicAuth>>, req: Request, next: Ne
     }
 }
 
-/// Wraps the routes in basic auth when users are configured.
-pub fn with_auth(app: Router, auth: Option<Arc<BasicAuth>>) -> Router {
-    match auth {
-        Some(a) => app.layer(axum::middleware::from_fn_with_state(a, require_auth)),
-        None => app,
+/// Wraps the routes in basic auth whenever a config file is given: its users may be added by
+/// a reload.
+pub fn with_auth(app: Router, live: &Arc<LiveWebConfig>) -> Router {
+    if live.from_file() {
+        app.layer(axum::middleware::from_fn_with_state(
+            Arc::clone(live),
+            require_auth,
+        ))
+    } else {
+        app
     }
 }
 
@@ -325,23 +355,20 @@ pub fn with_auth(app: Router, auth: Option<Arc<BasicAuth>>) -> Router {
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    web: WebConfig,
+    live: Arc<LiveWebConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = with_auth(app, web.auth);
-    match web.tls {
-        Some(cfg) => {
-            axum::serve(TlsListener::new(listener, cfg), app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
+    let app = with_auth(app, &live);
+    if live.serves_tls() {
+        axum::serve(TlsListener::new(listener, live), app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    } else {
         // Plain HTTP: connections bounded in number and idle time (limits.rs). With TLS the
         // handshakes are bounded (MAX_HANDSHAKES, HANDSHAKE_TIMEOUT) instead.
-        None => {
-            axum::serve(super::limits::bounded(listener), app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
+        axum::serve(super::limits::bounded(listener), app)
+            .with_graceful_shutdown(shutdown)
+            .await
     }
 }
 
@@ -358,10 +385,11 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    pub fn new(tcp: TcpListener, cfg: Arc<ServerConfig>) -> TlsListener {
+    /// Each handshake uses the TLS settings in force when its connection arrives, so a
+    /// rotated certificate serves new connections at once.
+    pub fn new(tcp: TcpListener, live: Arc<LiveWebConfig>) -> TlsListener {
         let local = tcp.local_addr();
         let (tx, rx) = tokio::sync::mpsc::channel(MAX_HANDSHAKES);
-        let acceptor = TlsAcceptor::from(cfg);
         let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         tokio::spawn(async move {
             loop {
@@ -377,7 +405,12 @@ impl TlsListener {
                         continue;
                     }
                 };
-                let (acceptor, conn_tx) = (acceptor.clone(), tx.clone());
+                // A reload never turns TLS off (webconfig_reload.rs); were it absent, the
+                // connection is dropped rather than served in the clear.
+                let Some(cfg) = live.current().tls.clone() else {
+                    continue;
+                };
+                let (acceptor, conn_tx) = (TlsAcceptor::from(cfg), tx.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {

@@ -2,6 +2,7 @@
 //! (both installed by `cargo xtask setup`), the listener served as `siphon run` serves it.
 
 use super::*;
+use crate::export::webconfig_reload::{Poll, Reloader};
 use std::process::Command;
 
 fn parse(text: &str) -> anyhow::Result<WebConfig> {
@@ -72,6 +73,11 @@ for who in server client; do
   openssl x509 -req -in $who.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
     -extfile $who.ext -out $who.crt 2>/dev/null
 done
+# A second CA and server certificate, for rotation.
+key ca2.key
+openssl req -x509 -new -key ca2.key -subj /CN=siphon-test-ca2 -days 2 -out ca2.crt
+openssl x509 -req -in server.csr -CA ca2.crt -CAkey ca2.key -CAcreateserial -days 2 \
+  -extfile server.ext -out server2.crt 2>/dev/null
 "#;
         let out = Command::new("sh")
             .args(["-c", script])
@@ -88,9 +94,18 @@ done
     .clone()
 }
 
-/// Serves a stand-in router with `config` on a loopback port for the length of `f`.
-fn with_server(config: &str, f: impl FnOnce(std::net::SocketAddr)) {
-    let web = WebConfig::parse(config, &certs()).expect("config");
+/// Serves a stand-in router with `config` (written to a file of its own beside the
+/// certificates) on a loopback port for the length of `f`, which gets the file and a reloader.
+fn with_server(config: &str, f: impl FnOnce(std::net::SocketAddr, &Path, &mut Reloader)) {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = certs().join(format!("web-{n}.yml"));
+    std::fs::write(&file, config).expect("config file");
+    let live = LiveWebConfig::load(Some(&file)).expect("config");
+    let registry = prometheus::Registry::new();
+    let mut reloader = Reloader::new(&live, &registry)
+        .expect("metrics")
+        .expect("a reloader for a file");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -107,19 +122,24 @@ fn with_server(config: &str, f: impl FnOnce(std::net::SocketAddr)) {
                 let _ = stopped.await;
             };
             // Bounded, whatever the test does.
-            let _ =
-                tokio::time::timeout(Duration::from_secs(60), serve(listener, app, web, shutdown))
-                    .await;
+            let _ = tokio::time::timeout(
+                Duration::from_secs(60),
+                serve(listener, app, live, shutdown),
+            )
+            .await;
         })
     });
-    f(addr);
+    f(addr, &file, &mut reloader);
     let _ = stop.send(());
     let _ = server.join();
 }
 
 /// `curl`'s HTTP status for `url` ("000": no HTTP answer, e.g. a refused handshake).
 fn curl(url: &str, extra: &[&str]) -> String {
-    let dir = certs();
+    curl_with_ca(url, &certs().join("ca.crt"), extra)
+}
+
+fn curl_with_ca(url: &str, ca: &Path, extra: &[&str]) -> String {
     let out = Command::new("curl")
         .args([
             "-s",
@@ -131,7 +151,7 @@ fn curl(url: &str, extra: &[&str]) -> String {
             "10",
         ])
         .arg("--cacert")
-        .arg(dir.join("ca.crt"))
+        .arg(ca)
         .args(extra)
         .arg(url)
         .output()
@@ -146,7 +166,7 @@ fn tls_and_basic_auth_hold() {
         "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n\
          basic_auth_users:\n  prom: {hash}\n"
     );
-    with_server(&config, |addr| {
+    with_server(&config, |addr, _, _| {
         let https = format!("https://{addr}/metrics");
         assert_eq!(
             curl(&format!("http://{addr}/metrics"), &[]),
@@ -177,7 +197,7 @@ fn tls_and_basic_auth_hold() {
 fn client_certificates_are_required_when_configured() {
     let config = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  \
                   client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n";
-    with_server(config, |addr| {
+    with_server(config, |addr, _, _| {
         let url = format!("https://{addr}/metrics");
         let dir = certs();
         let (cert, key) = (dir.join("client.crt"), dir.join("client.key"));
@@ -212,4 +232,56 @@ fn basic_credentials_parse() {
     );
     assert_eq!(basic_credentials(b"Bearer x"), None);
     assert_eq!(basic_credentials(b"Basic !!!"), None);
+}
+
+/// A rotated certificate and changed users apply without a restart; a broken file or one that
+/// turns TLS off keeps the config in force.
+#[test]
+fn changed_files_are_reloaded_and_broken_ones_kept() {
+    let (old, new) = (
+        bcrypt::hash("old-password", 4).expect("hash"),
+        bcrypt::hash("new-password", 4).expect("hash"),
+    );
+    let config = |cert: &str, hash: &str| {
+        format!(
+            "tls_server_config:\n  cert_file: {cert}\n  key_file: server.key\n\
+             basic_auth_users:\n  prom: {hash}\n"
+        )
+    };
+    with_server(&config("server.crt", &old), |addr, file, reloader| {
+        let url = format!("https://{addr}/metrics");
+        let ca2 = certs().join("ca2.crt");
+        assert_eq!(reloader.poll(), Poll::Unchanged);
+        assert_eq!(curl(&url, &["-u", "prom:old-password"]), "200");
+        assert_eq!(
+            curl_with_ca(&url, &ca2, &["-u", "prom:old-password"]),
+            "000"
+        );
+
+        std::fs::write(file, config("server2.crt", &new)).expect("rewrite");
+        assert_eq!(reloader.poll(), Poll::Reloaded);
+        assert_eq!(
+            curl(&url, &["-u", "prom:new-password"]),
+            "000",
+            "the old CA no longer verifies the server"
+        );
+        assert_eq!(
+            curl_with_ca(&url, &ca2, &["-u", "prom:new-password"]),
+            "200"
+        );
+        assert_eq!(
+            curl_with_ca(&url, &ca2, &["-u", "prom:old-password"]),
+            "401"
+        );
+
+        std::fs::write(file, "basic_auth_users: [not, a, map]\n").expect("break");
+        assert!(matches!(reloader.poll(), Poll::Kept(_)));
+        assert_eq!(reloader.poll(), Poll::Unchanged, "reported once per change");
+        std::fs::write(file, format!("basic_auth_users:\n  prom: {new}\n")).expect("no TLS");
+        assert!(matches!(reloader.poll(), Poll::Kept(p) if p.contains("restart")));
+        assert_eq!(
+            curl_with_ca(&url, &ca2, &["-u", "prom:new-password"]),
+            "200"
+        );
+    });
 }
