@@ -38,8 +38,10 @@ pub mod names {
     pub const MAP_EVENTS: &str = "EVENTS";
     /// Load-time constant: bytes of a request/response head to capture (at most CAPTURE_MAX).
     pub const GLOBAL_HEAD_CAPTURE_LEN: &str = "HEAD_CAPTURE_LEN";
-    /// Load-time constant: records per CPU after which a submit wakes the reader.
-    pub const GLOBAL_WAKEUP_RECORDS: &str = "WAKEUP_RECORDS";
+    /// Load-time constant: records per CPU between two checks of how full the ring is.
+    pub const GLOBAL_FILL_CHECK_RECORDS: &str = "FILL_CHECK_RECORDS";
+    /// Load-time constant: unread ring bytes past which a fill check wakes the reader.
+    pub const GLOBAL_WAKE_AVAIL_BYTES: &str = "WAKE_AVAIL_BYTES";
     /// Load-time constant: nanoseconds per kernel tick (jiffy), 10^9 / CONFIG_HZ.
     pub const GLOBAL_NS_PER_TICK: &str = "NS_PER_TICK";
     /// Load-time constant: where the program takes its clock from (see [`super::TimeSource`]).

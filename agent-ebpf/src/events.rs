@@ -1,13 +1,13 @@
 //! Records for userspace through one BPF ring buffer. Submits do not wake the reader: a wakeup
-//! costs microseconds, so the reader polls on a short timer and is woken early once a CPU has
-//! submitted a batch of records.
+//! is a self-IPI, microseconds (an exit to the hypervisor in a VM), so the reader polls on a
+//! short timer and is woken early only when the ring fills faster than it drains.
 
 use agent_common::{
     record_kind, Exchange, ExchangeRecord, FlowKey, FlowState, Handshake, KernelCounter,
     PayloadRecord, Side, SynRecord, CAPTURE_CLASSES, CAPTURE_MAX, TCP_OPTIONS_MAX,
 };
 use aya_ebpf::{
-    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
     maps::{PerCpuArray, RingBuf},
     programs::TcContext,
@@ -23,11 +23,17 @@ use crate::{
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 
-/// Every this many records from one CPU, a submit wakes the reader. Set by the loader.
+/// Every this many records from one CPU, a submit checks how full the ring is. Set by the
+/// loader.
 #[unsafe(no_mangle)]
-static WAKEUP_RECORDS: u32 = 256;
+static FILL_CHECK_RECORDS: u32 = 256;
 
-/// Records submitted on this CPU since its last wakeup.
+/// Unread bytes past which that check wakes the reader. Set by the loader (a sixteenth of
+/// the ring).
+#[unsafe(no_mangle)]
+static WAKE_AVAIL_BYTES: u64 = 4 << 20;
+
+/// Records submitted on this CPU since its last fill check.
 #[map(name = "WAKE_COUNT")]
 static WAKE_COUNT: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
@@ -46,24 +52,39 @@ pub fn head_capture_len() -> u32 {
     }
 }
 
-/// Wake the reader once every WAKEUP_RECORDS records per CPU, never otherwise. Counting here
-/// rather than asking the ring how full it is: `bpf_ringbuf_query` reads the consumer's
-/// position, a cache line userspace writes, and cost ~100 ns per record in the benchmark.
+/// Wakes the reader only when more than WAKE_AVAIL_BYTES are unread, checked once every
+/// FILL_CHECK_RECORDS records per CPU: at the rates the reader's timer keeps up with, no submit
+/// wakes it; past them, a CPU wakes it every FILL_CHECK_RECORDS records. Checked rarely because `bpf_ringbuf_query` reads the consumer's position, a cache
+/// line userspace writes (~100 ns per record in the benchmark when asked on every submit).
+/// Between two checks a CPU adds at most FILL_CHECK_RECORDS records (~590 KiB), less than
+/// its share of the ring (at least 1 MiB per CPU, see the loader).
 #[inline(always)]
 fn submit_flags() -> u64 {
     // SAFETY: plain read of a load-time constant.
-    let every = unsafe { core::ptr::read_volatile(&WAKEUP_RECORDS) };
+    let every = unsafe { core::ptr::read_volatile(&FILL_CHECK_RECORDS) };
     if let Some(n) = WAKE_COUNT.get_ptr_mut(0) {
         // SAFETY: this CPU's slot.
-        unsafe {
+        let due = unsafe {
             *n += 1;
-            if *n >= every {
+            let due = *n >= every;
+            if due {
                 *n = 0;
-                return BPF_RB_FORCE_WAKEUP as u64;
             }
+            due
+        };
+        if due && ring_filling() {
+            return BPF_RB_FORCE_WAKEUP as u64;
         }
     }
     BPF_RB_NO_WAKEUP as u64
+}
+
+/// Whether the reader has fallen behind: more than WAKE_AVAIL_BYTES unread.
+#[inline(always)]
+fn ring_filling() -> bool {
+    // SAFETY: plain read of a load-time constant.
+    let limit = unsafe { core::ptr::read_volatile(&WAKE_AVAIL_BYTES) };
+    EVENTS.query(BPF_RB_AVAIL_DATA as u64) > limit
 }
 
 // Field-by-field copies. A struct assignment into ring-buffer memory becomes a memmove, i.e. a

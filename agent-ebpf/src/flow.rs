@@ -4,13 +4,14 @@ use agent_common::{client, tcp_flag, FlowKey, FlowState, KernelCounter, ServiceP
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     macros::map,
-    maps::{HashMap, LruHashMap},
+    maps::{HashMap, LruHashMap, PerCpuArray},
     programs::TcContext,
 };
 
 use crate::{
     atomic,
     counters::bump,
+    mem::put,
     parse::{Packet, IPPROTO_TCP},
     tcp, time,
 };
@@ -29,7 +30,7 @@ pub fn account(ctx: &TcContext, ifindex: u32, pkt: &Packet, len: u32) {
         FlowKey::normalise(ifindex, pkt.proto, &pkt.src, pkt.sport, &pkt.dst, pkt.dport);
     let st = match FLOWS.get_ptr_mut(key) {
         Some(st) => st,
-        None => match create(&key, side, pkt, time::coarse_ns(ctx)) {
+        None => match create(ctx, &key, side, pkt) {
             Some(st) => st,
             None => return,
         },
@@ -51,7 +52,7 @@ pub fn account(ctx: &TcContext, ifindex: u32, pkt: &Packet, len: u32) {
 #[inline(always)]
 fn clock(ctx: &TcContext, st: *mut FlowState, side: Side, pkt: &Packet) -> u64 {
     if pkt.proto != IPPROTO_TCP {
-        return time::coarse_ns(ctx);
+        return coarse(ctx, st);
     }
     // SAFETY: live map value.
     let (client, phase, await_ack) =
@@ -69,6 +70,27 @@ fn clock(ctx: &TcContext, st: *mut FlowState, side: Side, pkt: &Packet) -> u64 {
         return time::since_anchor(ctx, anchor, anchor_j);
     }
     precise(ctx, st)
+}
+
+/// Coarse time for a flow that needs no more (UDP: last-seen only), extrapolated from the
+/// flow's clock anchor with the inlined jiffies read rather than a clock helper call. The anchor
+/// is a coarse reading itself, renewed once it is a second old (see `time::from_anchor`).
+/// Writers on two CPUs may interleave the anchor's two words; both readings are then a few ns
+/// apart, well inside the tick of resolution.
+#[inline(always)]
+fn coarse(ctx: &TcContext, st: *mut FlowState) -> u64 {
+    // SAFETY: live map value.
+    let (anchor, anchor_j) = unsafe { ((*st).clock_anchor_ns, (*st).clock_anchor_jiffies) };
+    if let Some(now) = time::from_anchor(anchor, anchor_j) {
+        return now;
+    }
+    let now = time::coarse_ns(ctx);
+    // SAFETY: live map value.
+    unsafe {
+        (*st).clock_anchor_ns = now;
+        (*st).clock_anchor_jiffies = time::jiffies();
+    }
+    now
 }
 
 /// A precise reading, remembered with the jiffies counter as the flow's clock anchor.
@@ -126,29 +148,89 @@ static ZERO_FLOW: FlowState = FlowState {
     first_seen_ns: 0,
 };
 
-/// Inserts a zeroed flow and returns it; another CPU may have inserted it first, which is fine.
-/// Out of line: once per flow.
+/// Inserts the packet's flow. Returns the new entry for the caller to account the packet on,
+/// or none when there is nothing left to do: the packet was counted in the inserted value, or
+/// no entry could be had (a counted loss). Out of line: once per flow.
 #[inline(never)]
-// By reference on purpose: by value would copy 176 bytes onto the 512-byte BPF stack.
+// By reference on purpose: by value would copy the value onto the 512-byte BPF stack.
 #[allow(clippy::needless_borrows_for_generic_args)]
-fn create(key: &FlowKey, side: Side, pkt: &Packet, now: u64) -> Option<*mut FlowState> {
-    if FLOWS.insert(key, &ZERO_FLOW, BPF_NOEXIST as u64).is_ok() {
+fn create(ctx: &TcContext, key: &FlowKey, side: Side, pkt: &Packet) -> Option<*mut FlowState> {
+    let now = time::coarse_ns(ctx);
+    let client = guess_client(pkt, side);
+    if only_counts(pkt) {
+        // The first packet of a flow picked up mid-stream (an ACK) or of a UDP flow: its whole
+        // effect is counters, so it goes into the inserted value, which saves the second
+        // lookup and the per-packet path.
+        if insert_counted(key, side, pkt, ctx.len(), now, client) {
+            bump(KernelCounter::FlowsCreated);
+            return None;
+        }
+    } else if FLOWS.insert(key, &ZERO_FLOW, BPF_NOEXIST as u64).is_ok() {
         bump(KernelCounter::FlowsCreated);
         if let Some(st) = FLOWS.get_ptr_mut(key) {
             // SAFETY: the entry we just inserted.
             unsafe {
                 (*st).first_seen_ns = now;
                 (*st).last_seen_ns = now;
-                (*st).client = guess_client(pkt, side);
+                (*st).client = client;
             }
             return Some(st);
         }
     }
+    // Another CPU inserted the flow first (fine: account on its entry), or the insert failed.
     let st = FLOWS.get_ptr_mut(key);
     if st.is_none() {
         bump(KernelCounter::LossFlowInsert);
     }
     st
+}
+
+/// Whether all a packet does to a new flow is count: not TCP, or a TCP segment without payload
+/// and without SYN, FIN or RST (`update` and `tcp::on_segment` do nothing else for it: a new
+/// flow awaits no handshake ACK).
+#[inline(always)]
+fn only_counts(pkt: &Packet) -> bool {
+    pkt.proto != IPPROTO_TCP
+        || (pkt.payload_len == 0
+            && pkt.tcp_flags & (tcp_flag::SYN | tcp_flag::FIN | tcp_flag::RST) == 0)
+}
+
+/// Words of a FlowState (its size is a multiple of 8: it holds u64 fields and is repr(C)).
+const FLOW_WORDS: usize = core::mem::size_of::<FlowState>() / 8;
+const _: () = assert!(core::mem::size_of::<FlowState>().is_multiple_of(8));
+
+/// Where a new flow's value is built before it is inserted: a FlowState does not fit on the
+/// 512-byte BPF stack beside the main program's frame. Per CPU, one slot.
+#[map(name = "NEW_FLOW")]
+static NEW_FLOW: PerCpuArray<FlowState> = PerCpuArray::with_max_entries(1, 0);
+
+/// Inserts a new flow holding this one packet, as `update` would count it on a zeroed flow;
+/// false if the flow could not be inserted (it exists already, or the insert failed).
+#[inline(always)]
+// By reference on purpose: by value would copy the value onto the 512-byte BPF stack.
+#[allow(clippy::needless_borrows_for_generic_args)]
+fn insert_counted(key: &FlowKey, side: Side, pkt: &Packet, len: u32, now: u64, client: u8) -> bool {
+    let Some(st) = NEW_FLOW.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: `st` is this CPU's slot (nothing else runs on this CPU meanwhile), FLOW_WORDS
+    // aligned u64 words. Every word is zeroed (one store each, see mem.rs) before the fields
+    // are set, so no earlier flow's values leak into this one.
+    unsafe {
+        let words = st as *mut u64;
+        for i in 0..FLOW_WORDS {
+            put(words.add(i), 0);
+        }
+        let d = &raw mut (*st).dir[side as usize];
+        (*d).packets = 1;
+        (*d).bytes = len as u64;
+        (*d).payload_bytes = pkt.payload_len as u64;
+        (*st).tcp_flags = (pkt.tcp_flags as u64) << (8 * side as u64);
+        (*st).first_seen_ns = now;
+        (*st).last_seen_ns = now;
+        (*st).client = client;
+        FLOWS.insert(key, &*st, BPF_NOEXIST as u64).is_ok()
+    }
 }
 
 #[inline(always)]

@@ -60,6 +60,25 @@ pub fn since_anchor(ctx: &TcContext, anchor: u64, anchor_j: u64) -> u64 {
     anchor + jiffies().wrapping_sub(anchor_j) * tick
 }
 
+/// How long a coarse anchor serves (see [`from_anchor`]): the monotonic clock is slewed by NTP
+/// (at most 500 ppm) and the tick count is not, so after a second they differ by at most
+/// 0.5 ms, less than a tick.
+const ANCHOR_NS: u64 = 1_000_000_000;
+
+/// Coarse time from a flow's coarse anchor (`anchor` ns, read at `anchor_j` jiffies), without a
+/// helper call; none when there is no anchor, it is older than [`ANCHOR_NS`], or we replay (the
+/// caller then reads the coarse clock and renews the anchor).
+#[inline(always)]
+pub fn from_anchor(anchor: u64, anchor_j: u64) -> Option<u64> {
+    if replaying() || anchor == 0 {
+        return None;
+    }
+    // SAFETY: plain read of a load-time constant.
+    let tick = unsafe { core::ptr::read_volatile(&NS_PER_TICK) };
+    let elapsed = jiffies().wrapping_sub(anchor_j).wrapping_mul(tick);
+    (elapsed < ANCHOR_NS).then_some(anchor + elapsed)
+}
+
 /// Precise time (~30 ns to read here): only where a timing needs it (request and response
 /// edges, handshake).
 #[inline(always)]

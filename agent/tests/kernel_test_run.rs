@@ -210,6 +210,64 @@ fn zero_payload_and_syn_set_the_client() {
     );
 }
 
+/// A flow picked up mid-stream by a pure ACK, and a UDP flow, are created with their first
+/// packet already counted in the inserted value: the same state as inserting a zeroed flow and
+/// counting the packet on it, and later packets count on as usual.
+#[test]
+#[ignore = "privileged: loads eBPF; run with `cargo xtask test`"]
+fn first_packet_counted_in_the_inserted_flow() {
+    let mut h = Harness::new();
+    let ack = {
+        let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+            .ipv4([10, 8, 0, 1], [10, 8, 0, 2], 64)
+            .tcp(40001, 80, 7, 500)
+            .ack(9);
+        let mut v = Vec::new();
+        b.write(&mut v, &[]).expect("write");
+        v
+    };
+    let d = h.delta(&ack);
+    assert_eq!(d.kernel(), vec![(KernelCounter::FlowsCreated, 1)]);
+    let (key, st, before) = only_flow(&d);
+    assert!(before.is_none());
+    let c = side_counters(&key, &st, 40001);
+    assert_eq!(
+        (c.packets, c.bytes, c.payload_bytes),
+        (1, ack.len() as u64, 0)
+    );
+    let other = side_counters(&key, &st, 80);
+    assert_eq!((other.packets, other.bytes), (0, 0));
+    let side = if key.port_a == 40001 {
+        Side::A
+    } else {
+        Side::B
+    };
+    assert_eq!(st.tcp_flags_from(side), agent_common::tcp_flag::ACK);
+    assert_eq!(st.client, side.as_client(), "the higher port is the client");
+    assert!(st.first_seen_ns != 0 && st.last_seen_ns == st.first_seen_ns);
+    assert_eq!(st.exchange.phase, agent_common::phase::IDLE);
+    let d = h.delta(&ack);
+    assert!(d.kernel().is_empty(), "{:?}", d.kernel());
+    let (_, st2, _) = only_flow(&d);
+    assert_eq!(side_counters(&key, &st2, 40001).packets, 2);
+
+    let dgram = udp4(&payload(40));
+    let d = h.delta(&dgram);
+    let (key, st, _) = only_flow(&d);
+    let c = side_counters(&key, &st, 5353);
+    assert_eq!(
+        (c.packets, c.bytes, c.payload_bytes),
+        (1, dgram.len() as u64, 40)
+    );
+    assert!(st.first_seen_ns != 0 && st.last_seen_ns == st.first_seen_ns);
+    // Later datagrams read the time from the flow's anchor: never behind the first.
+    let d = h.delta(&dgram);
+    let (_, st2, _) = only_flow(&d);
+    assert_eq!(side_counters(&key, &st2, 5353).packets, 2);
+    assert!(st2.last_seen_ns >= st.last_seen_ns);
+    assert_eq!(st2.first_seen_ns, st.first_seen_ns);
+}
+
 #[test]
 #[ignore = "privileged: loads eBPF; run with `cargo xtask test`"]
 fn non_ip_and_other_protocols_are_counted_not_flowed() {

@@ -373,11 +373,6 @@ enum ReaderMsg {
     Stop,
 }
 
-/// How long the reader sleeps between ring-buffer checks when the kernel does not wake it:
-/// the kernel submits without wakeups (a wakeup costs microseconds per record) and wakes the
-/// reader only when unread data passes a threshold.
-const READ_POLL: Duration = Duration::from_millis(100);
-
 /// The event reader: drains the ring buffer into the pipeline.
 fn read_events(mut ring: RingBuf<MapData>, mut pipeline: Pipeline, rx: mpsc::Receiver<ReaderMsg>) {
     let fd = ring.as_raw_fd();
@@ -388,7 +383,7 @@ fn read_events(mut ring: RingBuf<MapData>, mut pipeline: Pipeline, rx: mpsc::Rec
             revents: 0,
         };
         // SAFETY: one valid pollfd for the duration of the call.
-        unsafe { libc::poll(&mut pfd, 1, READ_POLL.as_millis() as i32) };
+        unsafe { libc::poll(&mut pfd, 1, object::READ_POLL.as_millis() as i32) };
         while let Some(item) = ring.next() {
             pipeline.on_record(&item);
         }

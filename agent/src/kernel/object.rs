@@ -46,8 +46,9 @@ impl LoadOptions {
 }
 
 /// The ring's default size: 1 MiB per online CPU, rounded up to a power of two, 2 MiB to
-/// 128 MiB. Each CPU wakes the reader after [`WAKEUP_RECORDS`] records (at most 256 records of
-/// up to 2.2 KiB: 570 KiB), so every CPU can fill its share before the reader runs. No larger:
+/// 128 MiB. The reader drains it every [`READ_POLL`]; every [`FILL_CHECK_RECORDS`] records
+/// (at most 256 records of up to 2.3 KiB: 590 KiB) a CPU wakes it if a sixteenth of the ring is
+/// unread, so every CPU can fill its share before the reader runs. No larger:
 /// the producers cycle through the whole ring, and a ring that stays in the caches makes each
 /// head capture cheaper (a 1 KiB head costs ~100 ns more to write into a cold 8 MiB ring than
 /// into a 2 MiB one on the bench machine, `cargo xtask bench`).
@@ -62,9 +63,19 @@ pub fn default_ringbuf_bytes() -> u32 {
         .clamp(2 << 20, 128 << 20)
 }
 
-/// Records per CPU after which the kernel wakes the reader early; fewer are found on its next
-/// timed poll. 256 records of ~2.3 KiB from each CPU stay well inside the default ring.
-const WAKEUP_RECORDS: u32 = 256;
+/// How long the reader sleeps between ring-buffer checks when the kernel does not wake it. The
+/// kernel wakes it only when it finds a sixteenth of the ring unread, so up to that rate
+/// (128 KiB of the smallest default ring per 5 ms, ~25 MB/s, ~10,000 requests/s with a head
+/// capture each way) no submit wakes it; faster, the kernel wakes it as often as a wakeup
+/// every 256 records per CPU would. A wakeup is a self-IPI in the kernel
+/// program (microseconds, an exit to the hypervisor in a VM); a timer tick in an idle reader
+/// costs a few microseconds 200 times a second.
+pub const READ_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Records per CPU between two of the kernel's checks of how full the ring is (one
+/// `bpf_ringbuf_query`, ~100 ns: under 0.5 ns per record). 256 records of ~2.3 KiB from each
+/// CPU stay well inside the default ring.
+const FILL_CHECK_RECORDS: u32 = 256;
 
 /// Loads maps and both classifiers into the kernel (not attached anywhere yet).
 pub fn load(opts: LoadOptions) -> anyhow::Result<Ebpf> {
@@ -83,6 +94,9 @@ pub fn load_with_pins(opts: LoadOptions, pins: Option<&PinDir>) -> anyhow::Resul
         );
     }
     let ns_per_tick = ns_per_tick();
+    // A sixteenth of the ring: far more than a reader on its timer leaves unread at the rates
+    // it keeps up with, far less than the ring holds.
+    let wake_avail_bytes = u64::from(opts.ringbuf_bytes / 16);
     let mut loader = EbpfLoader::new();
     if let Some(pins) = pins {
         for shape in pinned_maps(opts.max_flows, opts.ringbuf_bytes) {
@@ -94,7 +108,8 @@ pub fn load_with_pins(opts: LoadOptions, pins: Option<&PinDir>) -> anyhow::Resul
         .map_max_entries(names::MAP_EVENTS, opts.ringbuf_bytes)
         .override_global(names::GLOBAL_TIME_SOURCE, &time_source, true)
         .override_global(names::GLOBAL_HEAD_CAPTURE_LEN, &head, true)
-        .override_global(names::GLOBAL_WAKEUP_RECORDS, &WAKEUP_RECORDS, true)
+        .override_global(names::GLOBAL_FILL_CHECK_RECORDS, &FILL_CHECK_RECORDS, true)
+        .override_global(names::GLOBAL_WAKE_AVAIL_BYTES, &wake_avail_bytes, true)
         .override_global(names::GLOBAL_NS_PER_TICK, &ns_per_tick, true)
         .load(OBJECT)
         .context("loading the eBPF object (needs root or CAP_BPF + CAP_NET_ADMIN)")?;

@@ -67,7 +67,7 @@ pub(crate) const SERVER: Ipv4Addr = Ipv4Addr::new(10, 251, 79, 1);
 pub(crate) const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 251, 79, 2);
 pub(crate) const PORT: u16 = 8000;
 /// The reader's poll timeout when no wakeup comes, the agent's.
-const DRAIN_POLL: Duration = Duration::from_millis(100);
+const DRAIN_POLL: Duration = siphon_agent::kernel::object::READ_POLL;
 
 /// Figures of one scenario on one hook.
 struct Row {
@@ -240,7 +240,7 @@ fn serve(
 }
 
 /// Reads the ring until `stop`, then once more; counts the heads. Like the agent's reader:
-/// it sleeps in poll(2) until the kernel wakes it (every 256 records per CPU) or a timeout.
+/// it sleeps in poll(2) until its timer (the agent's) or the kernel wakes it (a sixteenth of the ring unread).
 fn drain(mut ring: RingBuf<MapData>, stop: &AtomicBool) -> Emitted {
     unpin();
     let mut out = Emitted::default();

@@ -44,8 +44,8 @@ pub(crate) const RATES: [u32; 3] = [10_000, 50_000, 100_000];
 const TARGET_LOSSLESS_RATE: u32 = 50_000;
 const FLOWS: usize = 2_000;
 const SECONDS: f64 = 2.0;
-/// The agent's reader poll timeout (cmd/run.rs READ_POLL).
-const READ_POLL_MS: i32 = 100;
+/// The agent's reader poll timeout.
+const READ_POLL_MS: i32 = ebpf_object::READ_POLL.as_millis() as i32;
 
 struct Outcome {
     achieved: f64,
