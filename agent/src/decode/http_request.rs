@@ -249,7 +249,11 @@ fn from_httparse(
         _ => return Err(DecodeError::HttpSyntax("version")),
     };
     let path = path_of(&bounded_lossy(target.as_bytes(), MAX_PATH_BYTES));
-    let mut acc = HeaderAccumulator::default();
+    let mut acc = HeaderAccumulator {
+        // Sized once: growing it header by header reallocated it several times a request.
+        names: Vec::with_capacity(req.headers.len()),
+        ..HeaderAccumulator::default()
+    };
     for h in req.headers.iter() {
         acc.add(h.name, h.value, keys);
     }

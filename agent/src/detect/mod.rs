@@ -437,7 +437,7 @@ fn update(st: &mut EntityState, s: &Sample<'_>, slot_ns: u64) -> bool {
     }
     // Sizes to 16 bytes: the same prompt template with another number is the same size.
     st.request_sizes
-        .insert(&(s.obs.request_bytes / 16).to_string());
+        .insert(itoa::Buffer::new().format(s.obs.request_bytes / 16));
     // Busy slots: every slot the request was open in (at most 64).
     let (first, last) = (s.start / slot_ns, s.t / slot_ns);
     for slot in first.max(last.saturating_sub(63))..=last {
