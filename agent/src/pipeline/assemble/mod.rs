@@ -263,20 +263,17 @@ impl Assembler {
         let seq = x.exchange.seq;
         let key = x.key;
         let client_side = x.client;
-        {
+        let hello_pending = {
             let ctx = self.ctx(&key, x.exchange.resp_last_ns.max(x.exchange.req_last_ns));
             if seq != 0 && seq <= ctx.last_seq {
                 self.stats.duplicate_exchanges += 1;
                 return;
             }
             ctx.last_seq = seq;
-        }
+            !ctx.hello_done && !ctx.hello.is_empty()
+        };
         // A hello still short when its exchange ends will not complete: decode what we have.
-        if self
-            .flows
-            .get(&key)
-            .is_some_and(|c| !c.hello_done && !c.hello.is_empty())
-        {
+        if hello_pending {
             self.finish_hello(&key, x.exchange.req_first_ns, out);
         }
         let Some(ctx) = self.flows.get_mut(&key) else {

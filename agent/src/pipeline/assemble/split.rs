@@ -48,6 +48,10 @@ pub(super) fn starts<'a>(segs: &'a [Seg], request: bool) -> Vec<Start<'a>> {
                 ts_ns: seg.ts_ns,
                 head: rest,
             });
+            // Parsing the head for its length is only worth it where a message could follow.
+            if !could_follow(rest, request) {
+                break;
+            }
             match message_len(rest, request) {
                 Some(len)
                     if len > 0
@@ -104,6 +108,22 @@ pub(super) fn looks_like_start(b: &[u8], request: bool) -> bool {
         agent_common::wire::starts_http_request(b)
     } else {
         b.starts_with(b"HTTP/")
+    }
+}
+
+/// Whether a message could start anywhere in `b` after its first byte: [`starts`] continues
+/// only at such a place (where [`looks_like_start`] holds), so where there is none the head
+/// need not be parsed for its length. Most segments hold one message: this spares a second
+/// parse of nearly every head.
+pub(super) fn could_follow(b: &[u8], request: bool) -> bool {
+    let rest = b.get(1..).unwrap_or_default();
+    if request {
+        rest.windows(4).any(|w| {
+            matches!(w[0], b'G' | b'P' | b'H' | b'D' | b'O' | b'C' | b'T')
+                && looks_like_start(w, true)
+        })
+    } else {
+        memchr::memmem::find(rest, b"HTTP/").is_some()
     }
 }
 
