@@ -284,14 +284,21 @@ impl Assembler {
         note_tls_round_trip(ctx, x);
         let mut tcp = tcp_info(ctx, &x.handshake);
         tcp.tls_rtt_seconds = ctx.tls_rtt_seconds;
-        let tls = ctx.tls.clone();
+        let mut tls = ctx.tls.clone();
         let (client, server) = endpoints(&key, client_side, ctx.syn.as_ref());
         if matches!(x.end, exchange_end::FIN | exchange_end::RST) {
             // The connection is over; nothing more will join this context.
             self.flows.remove(&key);
         }
-        let parts = split(&req_heads, &resp_heads, x);
-        for part in parts {
+        let mut parts = split(&req_heads, &resp_heads, x).into_iter().peekable();
+        while let Some(part) = parts.next() {
+            // The last part takes the connection's fingerprints, the others copies (usually
+            // there is one part: no copy).
+            let (tls, tcp) = if parts.peek().is_none() {
+                (std::mem::take(&mut tls), std::mem::take(&mut tcp))
+            } else {
+                (tls.clone(), tcp.clone())
+            };
             let http = part
                 .request_head
                 .map(|h| self.http_info(h, part.response_head, client.ip()));
@@ -320,8 +327,8 @@ impl Assembler {
                 },
                 streamed_chunks: part.chunks,
                 http,
-                tls: tls.clone(),
-                tcp: tcp.clone(),
+                tls,
+                tcp,
             })));
         }
     }
