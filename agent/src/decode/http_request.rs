@@ -249,7 +249,11 @@ fn from_httparse(
         _ => return Err(DecodeError::HttpSyntax("version")),
     };
     let path = path_of(&bounded_lossy(target.as_bytes(), MAX_PATH_BYTES));
-    let mut acc = HeaderAccumulator::default();
+    let mut acc = HeaderAccumulator {
+        // Sized once: growing it header by header reallocated it several times a request.
+        names: Vec::with_capacity(req.headers.len()),
+        ..HeaderAccumulator::default()
+    };
     for h in req.headers.iter() {
         acc.add(h.name, h.value, keys);
     }
@@ -295,20 +299,26 @@ impl<'b> HeaderAccumulator<'b> {
         self.names
             .push(bounded_lossy(name.as_bytes(), MAX_HEADER_NAME_BYTES));
         let value_trimmed = value.trim_ascii();
-        let lower = name.to_ascii_lowercase();
-        match lower.as_str() {
-            "host" if self.host.is_none() => {
+        // Compared in place: lowercasing a copy of every header name cost an allocation each.
+        let is = |known: &str| name.eq_ignore_ascii_case(known);
+        if is("host") {
+            if self.host.is_none() {
                 self.host = Some(bounded_lossy(value_trimmed, MAX_HOST_BYTES));
             }
-            "content-length" => self.add_content_length(value_trimmed),
-            "user-agent" if self.user_agent.is_none() => self.user_agent = Some(value),
-            "x-forwarded-for" => self.forwarded.add_x_forwarded_for(value),
-            "forwarded" => self.forwarded.add_forwarded(value),
-            "cookie" => self.add_cookie(value_trimmed),
-            "accept-language" if self.accept_language.is_none() => {
-                self.accept_language = Some(bounded_lossy(value_trimmed, MAX_LANGUAGE_BYTES));
+        } else if is("content-length") {
+            self.add_content_length(value_trimmed);
+        } else if is("user-agent") {
+            if self.user_agent.is_none() {
+                self.user_agent = Some(value);
             }
-            _ => {}
+        } else if is("x-forwarded-for") {
+            self.forwarded.add_x_forwarded_for(value);
+        } else if is("forwarded") {
+            self.forwarded.add_forwarded(value);
+        } else if is("cookie") {
+            self.add_cookie(value_trimmed);
+        } else if is("accept-language") && self.accept_language.is_none() {
+            self.accept_language = Some(bounded_lossy(value_trimmed, MAX_LANGUAGE_BYTES));
         }
         if self.api_key.is_none() {
             if let (Some(keys), Some(key)) = (keys, api_key_in_header(name, value)) {

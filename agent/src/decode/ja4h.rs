@@ -4,11 +4,13 @@
 //! Only hashes are stored: cookie values feed JA4H_d but may be session
 //! secrets, so the raw renderings are built on demand from the head.
 
-use std::fmt;
+use std::{borrow::Cow, fmt};
+
+use sha2::{Digest as _, Sha256};
 
 use super::{
     http_request::RequestHead,
-    text::{hash12, two_digits, EMPTY_HASH12},
+    text::{hash12, push_hex_byte, two_digits, EMPTY_HASH12},
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,8 +18,9 @@ pub struct Ja4h {
     /// JA4H_a, e.g. `ge11cr06enus`.
     prefix: String,
     headers: String,
-    cookie_names: String,
-    cookie_pairs: String,
+    /// Borrowed constants for a request without cookies (most API traffic): no allocation.
+    cookie_names: Cow<'static, str>,
+    cookie_pairs: Cow<'static, str>,
 }
 
 impl Ja4h {
@@ -25,11 +28,14 @@ impl Ja4h {
         let parts = Parts::new(head);
         let cookies = parts.sorted_cookies();
         let (names, pairs) = match &cookies {
-            Some(c) => (hash12(&join_names(c)), hash12(&join_pairs(c))),
-            None => (EMPTY_HASH12.to_owned(), EMPTY_HASH12.to_owned()),
+            Some(c) => (
+                Cow::Owned(hash12(&join_names(c))),
+                Cow::Owned(hash12(&join_pairs(c))),
+            ),
+            None => (Cow::Borrowed(EMPTY_HASH12), Cow::Borrowed(EMPTY_HASH12)),
         };
         Self {
-            headers: hash12(&parts.headers.join(",")),
+            headers: hash12_joined(&parts.headers),
             prefix: parts.prefix,
             cookie_names: names,
             cookie_pairs: pairs,
@@ -37,7 +43,28 @@ impl Ja4h {
     }
 
     pub fn fingerprint(&self) -> String {
-        self.to_string()
+        let mut out = String::with_capacity(
+            self.prefix.len()
+                + self.headers.len()
+                + self.cookie_names.len()
+                + self.cookie_pairs.len()
+                + 3,
+        );
+        for (i, part) in [
+            &*self.prefix,
+            &*self.headers,
+            &*self.cookie_names,
+            &*self.cookie_pairs,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if i > 0 {
+                out.push(FIELD_SEPARATOR);
+            }
+            out.push_str(part);
+        }
+        out
     }
 
     /// JA4H_r: header names in order, cookies sorted. Contains cookie
@@ -65,6 +92,27 @@ impl fmt::Display for Ja4h {
     }
 }
 
+/// [`hash12`] of `names` joined with commas, hashed as they are fed (no joined copy): this
+/// runs for every request.
+fn hash12_joined(names: &[&str]) -> String {
+    if names.iter().all(|n| n.is_empty()) && names.len() <= 1 {
+        return EMPTY_HASH12.to_owned();
+    }
+    let mut sha = Sha256::new();
+    for (i, n) in names.iter().enumerate() {
+        if i > 0 {
+            sha.update(b",");
+        }
+        sha.update(n.as_bytes());
+    }
+    let digest = sha.finalize();
+    let mut out = String::with_capacity(12);
+    for b in digest.iter().take(6) {
+        push_hex_byte(&mut out, *b);
+    }
+    out
+}
+
 /// Between JA4H's four parts; no part of the hashed fingerprint may contain it.
 const FIELD_SEPARATOR: char = '_';
 
@@ -89,15 +137,14 @@ impl<'a> Parts<'a> {
             .filter(|n| !is(n, "cookie") && !is(n, "referer"))
             .collect();
         let referer = head.header_names.iter().any(|n| is(n, "referer"));
-        let prefix = format!(
-            "{}{}{}{}{}{}",
-            method_code(&head.method_token),
-            version_code(head.version),
-            if head.cookie.is_some() { 'c' } else { 'n' },
-            if referer { 'r' } else { 'n' },
-            two_digits(headers.len()),
-            language_code(head.accept_language.as_deref()),
-        );
+        // Built in place: `format!` of four temporary strings cost five allocations a request.
+        let mut prefix = String::with_capacity(12);
+        push_method_code(&mut prefix, &head.method_token);
+        prefix.push_str(version_code(head.version));
+        prefix.push(if head.cookie.is_some() { 'c' } else { 'n' });
+        prefix.push(if referer { 'r' } else { 'n' });
+        prefix.push_str(&two_digits(headers.len()));
+        push_language_code(&mut prefix, head.accept_language.as_deref());
         Self {
             prefix,
             headers,
@@ -156,17 +203,18 @@ fn join_pairs(cookies: &[Cookie<'_>]) -> String {
 /// its fixed width even for a one-letter method. `_` is a token character a
 /// method may hold, but it separates the fingerprint's fields: it becomes `0`,
 /// so the fingerprint always splits into its four parts.
-fn method_code(token: &str) -> String {
-    let mut code: String = token
-        .chars()
-        .flat_map(char::to_lowercase)
-        .map(|c| if c == FIELD_SEPARATOR { '0' } else { c })
-        .take(2)
-        .collect();
-    while code.chars().count() < 2 {
-        code.push('0');
+fn push_method_code(out: &mut String, token: &str) {
+    let start = out.len();
+    out.extend(
+        token
+            .chars()
+            .flat_map(char::to_lowercase)
+            .map(|c| if c == FIELD_SEPARATOR { '0' } else { c })
+            .take(2),
+    );
+    while out[start..].chars().count() < 2 {
+        out.push('0');
     }
-    code
 }
 
 fn version_code(version: u8) -> &'static str {
@@ -181,22 +229,23 @@ fn version_code(version: u8) -> &'static str {
 /// lowercased, first four characters, zero-padded. Underscores (POSIX
 /// locales, `en_US`) are dropped like hyphens: they mean the same, and kept
 /// they would split the fingerprint into five fields.
-fn language_code(value: Option<&str>) -> String {
+fn push_language_code(out: &mut String, value: Option<&str>) {
     let primary = value
         .unwrap_or_default()
         .split([',', ';'])
         .next()
         .unwrap_or_default();
-    let mut code: String = primary
-        .chars()
-        .filter(|&c| c != '-' && c != FIELD_SEPARATOR)
-        .flat_map(char::to_lowercase)
-        .take(4)
-        .collect();
-    while code.chars().count() < 4 {
-        code.push('0');
+    let start = out.len();
+    out.extend(
+        primary
+            .chars()
+            .filter(|&c| c != '-' && c != FIELD_SEPARATOR)
+            .flat_map(char::to_lowercase)
+            .take(4),
+    );
+    while out[start..].chars().count() < 4 {
+        out.push('0');
     }
-    code
 }
 
 #[cfg(test)]

@@ -60,9 +60,16 @@ impl UaFamily {
             return Self::Missing;
         }
         let scan = value.get(..SCAN_LIMIT).unwrap_or(value);
-        PATTERNS
+        // Lowercased once, then each (lowercase) pattern searched with a prebuilt SIMD finder:
+        // the same matches as comparing every window case-insensitively, at a fraction of the
+        // work (this runs for every request).
+        let mut lower = [0u8; SCAN_LIMIT];
+        let lower = &mut lower[..scan.len()];
+        lower.copy_from_slice(scan);
+        lower.make_ascii_lowercase();
+        FINDERS
             .iter()
-            .find(|(pat, _)| contains_ignore_ascii_case(scan, pat.as_bytes()))
+            .find(|(finder, _)| finder.find(lower).is_some())
             .map_or(Self::Other, |(_, family)| *family)
     }
 
@@ -84,12 +91,14 @@ impl UaFamily {
     }
 }
 
-fn contains_ignore_ascii_case(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty()
-        || haystack
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
-}
+/// [`PATTERNS`] as substring finders, built once.
+static FINDERS: std::sync::LazyLock<Vec<(memchr::memmem::Finder<'static>, UaFamily)>> =
+    std::sync::LazyLock::new(|| {
+        PATTERNS
+            .iter()
+            .map(|(pat, family)| (memchr::memmem::Finder::new(pat.as_bytes()), *family))
+            .collect()
+    });
 
 #[cfg(test)]
 mod tests {

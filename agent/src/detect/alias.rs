@@ -4,7 +4,7 @@
 //! knew, and keeps doing so after the overlap ends, so windows, baselines, clusters and
 //! allow-list entries written with the old hash carry on.
 
-use std::collections::HashMap;
+use std::{borrow::Cow, collections::HashMap};
 
 pub struct KeyAliases {
     /// New hash → the hash the entity is filed under.
@@ -23,12 +23,17 @@ impl KeyAliases {
     }
 
     /// The entity name for a key reported as `hash` (and `prev`, during an overlap).
-    pub fn resolve(&mut self, hash: &str, prev: Option<&str>) -> String {
+    /// Borrowed when the hash is its own entity (no rotation): the case of every request but
+    /// those during and after a rotation.
+    pub fn resolve<'a>(&mut self, hash: &'a str, prev: Option<&str>) -> Cow<'a, str> {
+        if self.to_entity.is_empty() && prev.is_none() {
+            return Cow::Borrowed(hash);
+        }
         if let Some(e) = self.to_entity.get(hash) {
-            return e.clone();
+            return Cow::Owned(e.clone());
         }
         let Some(prev) = prev else {
-            return hash.to_owned();
+            return Cow::Borrowed(hash);
         };
         // Chained rotations: the previous hash may itself be an alias.
         let entity = self
@@ -40,7 +45,7 @@ impl KeyAliases {
             self.to_entity.clear();
         }
         self.to_entity.insert(hash.to_owned(), entity.clone());
-        entity
+        Cow::Owned(entity)
     }
 
     pub fn len(&self) -> usize {

@@ -1,6 +1,8 @@
 //! Entities (who a request is attributed to) and the bounded table of their state.
 
-use std::collections::HashMap;
+use std::hash::RandomState;
+
+use hashbrown::{hash_map::EntryRef, HashMap};
 
 use super::{sketch::LinkSet, window::Window};
 
@@ -202,7 +204,9 @@ impl EntityState {
 /// Entities of one type, at most `capacity`; beyond it the least recently seen are evicted
 /// (raised ones last).
 pub struct Table {
-    pub map: HashMap<Box<str>, EntityState>,
+    /// Keyed SipHash (std's `RandomState`): the keys come off the wire (addresses, key hashes,
+    /// fingerprints), so a peer must not be able to choose colliding ones.
+    pub map: HashMap<Box<str>, EntityState, RandomState>,
     /// Entities changed since the last evaluation (each queued once while `dirty`), and those
     /// with a raised detection: the only ones an evaluation needs to look at.
     pub queue: Vec<Box<str>>,
@@ -215,7 +219,7 @@ pub struct Table {
 impl Table {
     pub fn new(capacity: usize) -> Table {
         Table {
-            map: HashMap::new(),
+            map: HashMap::with_hasher(RandomState::new()),
             queue: Vec::new(),
             raised_keys: std::collections::BTreeSet::new(),
             capacity,
@@ -232,19 +236,19 @@ impl Table {
         windows: &[u64],
         buckets: usize,
     ) -> &mut EntityState {
-        if !self.map.contains_key(value) {
-            if self.map.len() >= self.capacity {
-                self.evict(now_ns);
-            }
-            self.created += 1;
-            self.map
-                .insert(value.into(), EntityState::new(now_ns, windows, buckets));
-            self.queue.push(value.into());
+        if self.map.len() >= self.capacity && !self.map.contains_key(value) {
+            self.evict(now_ns);
         }
-        // Just inserted or already there.
-        self.map
-            .entry(value.into())
-            .or_insert_with(|| EntityState::new(now_ns, windows, buckets))
+        // One hash and no key allocation for an entity already there: this runs for every
+        // entity of every request.
+        match self.map.entry_ref(value) {
+            EntryRef::Occupied(o) => o.into_mut(),
+            EntryRef::Vacant(v) => {
+                self.created += 1;
+                self.queue.push(value.into());
+                v.insert_with_key(value.into(), EntityState::new(now_ns, windows, buckets))
+            }
+        }
     }
 
     /// Drop a sixteenth (at least one; amortises the scan): newcomers first, least recently

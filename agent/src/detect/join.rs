@@ -9,7 +9,7 @@
 //! Where no HTTP is seen (an ingress node on its own) they are the requests.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{hash_map::Entry, HashMap, VecDeque},
     net::IpAddr,
 };
 
@@ -77,19 +77,23 @@ impl Joiner {
             // Resolved: the client is known through trusted forwarding, not just the peer.
             let resolved = h.client_ip != obs.peer.ip();
             let id = (obs.peer, obs.server, obs.seq);
-            if let Some(&(start, other, other_resolved)) = self.http_seen.get(&id) {
-                if start.abs_diff(obs.start_ns) <= self.tolerance_ns {
-                    self.stats.duplicates += 1;
-                    if resolved && !other_resolved {
-                        // The new copy knows the client: it replaces the old one.
-                        self.drop_serial(other);
-                        self.http_seen.insert(id, (obs.start_ns, serial, resolved));
-                    } else {
-                        return;
+            match self.http_seen.entry(id) {
+                Entry::Occupied(mut e) => {
+                    let (start, other, other_resolved) = *e.get();
+                    if start.abs_diff(obs.start_ns) <= self.tolerance_ns {
+                        self.stats.duplicates += 1;
+                        if resolved && !other_resolved {
+                            // The new copy knows the client: it replaces the old one.
+                            e.insert((obs.start_ns, serial, resolved));
+                            self.drop_serial(other);
+                        } else {
+                            return;
+                        }
                     }
                 }
-            } else {
-                self.http_seen.insert(id, (obs.start_ns, serial, resolved));
+                Entry::Vacant(e) => {
+                    e.insert((obs.start_ns, serial, resolved));
+                }
             }
         } else if obs.transport.ja4.is_some() || obs.transport.tcp_rtt_seconds.is_some() {
             self.remember(&obs);
@@ -149,9 +153,11 @@ impl Joiner {
             }
             let (serial, mut obs, dropped) = self.pending.pop_front()?;
             if obs.http.is_some() {
-                let id = (obs.peer, obs.server, obs.seq);
-                if self.http_seen.get(&id).is_some_and(|e| e.1 == serial) {
-                    self.http_seen.remove(&id);
+                // One lookup (the key is hashed once), not a get and a remove.
+                if let Entry::Occupied(e) = self.http_seen.entry((obs.peer, obs.server, obs.seq)) {
+                    if e.get().1 == serial {
+                        e.remove();
+                    }
                 }
             }
             if dropped {

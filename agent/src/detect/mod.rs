@@ -7,6 +7,7 @@
 //! windows → every `eval_interval` of record time: score the entities that changed (and the
 //! raised ones, to clear them), refresh baseline and clusters every `refresh_seconds`.
 
+mod addr_text;
 pub mod alias;
 pub mod allow;
 pub mod baseline;
@@ -27,6 +28,7 @@ pub mod window;
 use std::net::IpAddr;
 
 use self::{
+    addr_text::AddrText,
     allow::AllowList,
     config::Config,
     entity::{EntityState, EntityType, Table},
@@ -167,10 +169,6 @@ impl Detector {
         }
     }
 
-    fn prefix_of(&self, ip: IpAddr) -> String {
-        prefix_of(ip, self.cfg.prefix_v4, self.cfg.prefix_v6)
-    }
-
     fn apply(&mut self, obs: &Observation) {
         if obs.is_tls_handshake() || is_ticket_turn(obs) {
             self.stats.handshakes += 1;
@@ -179,8 +177,15 @@ impl Detector {
         self.stats.requests += 1;
         let cfg = &self.cfg;
         let ip = obs.client_ip();
-        let ip_s = ip.to_string();
-        let prefix = self.prefix_of(ip);
+        // On the stack: made for every request, copied only into a new entity.
+        let (Ok(ip_s), Ok(prefix)) = (
+            AddrText::format(format_args!("{ip}")),
+            prefix_text(ip, cfg.prefix_v4, cfg.prefix_v6),
+        ) else {
+            // Not reached: an address and its prefix always fit.
+            return;
+        };
+        let (ip_s, prefix) = (ip_s.as_str(), prefix.as_str());
         let http = obs.http.as_ref();
         // A rotated key's new hash resolves to the entity its old hash made (alias.rs).
         let key_entity = http.and_then(|h| {
@@ -218,8 +223,8 @@ impl Detector {
         if let Some(k) = key {
             entities.push((EntityType::ApiKey, k));
         }
-        entities.push((EntityType::ClientIp, &ip_s));
-        entities.push((EntityType::Prefix, &prefix));
+        entities.push((EntityType::ClientIp, ip_s));
+        entities.push((EntityType::Prefix, prefix));
         if let Some(j) = ja4 {
             entities.push((EntityType::Ja4, j));
         }
@@ -252,8 +257,8 @@ impl Detector {
         };
         let links = Links {
             key,
-            ip: &ip_s,
-            prefix: &prefix,
+            ip: ip_s,
+            prefix,
             ja4,
             ua,
         };
@@ -437,7 +442,7 @@ fn update(st: &mut EntityState, s: &Sample<'_>, slot_ns: u64) -> bool {
     }
     // Sizes to 16 bytes: the same prompt template with another number is the same size.
     st.request_sizes
-        .insert(&(s.obs.request_bytes / 16).to_string());
+        .insert(itoa::Buffer::new().format(s.obs.request_bytes / 16));
     // Busy slots: every slot the request was open in (at most 64).
     let (first, last) = (s.start / slot_ns, s.t / slot_ns);
     for slot in first.max(last.saturating_sub(63))..=last {
@@ -476,6 +481,12 @@ impl Links<'_> {
 
 /// `a.b.c.0/24` or `x:y:z::/48` (lengths from the configuration).
 pub fn prefix_of(ip: IpAddr, v4: u8, v6: u8) -> String {
+    prefix_text(ip, v4, v6)
+        .map(|t| t.as_str().to_owned())
+        .unwrap_or_default()
+}
+
+fn prefix_text(ip: IpAddr, v4: u8, v6: u8) -> Result<AddrText, std::fmt::Error> {
     match ip {
         IpAddr::V4(a) => {
             let bits = u32::from(a);
@@ -484,7 +495,11 @@ pub fn prefix_of(ip: IpAddr, v4: u8, v6: u8) -> String {
             } else {
                 u32::MAX << (32 - v4.min(32))
             };
-            format!("{}/{}", std::net::Ipv4Addr::from(bits & mask), v4)
+            AddrText::format(format_args!(
+                "{}/{}",
+                std::net::Ipv4Addr::from(bits & mask),
+                v4
+            ))
         }
         IpAddr::V6(a) => {
             let bits = u128::from(a);
@@ -493,7 +508,11 @@ pub fn prefix_of(ip: IpAddr, v4: u8, v6: u8) -> String {
             } else {
                 u128::MAX << (128 - v6.min(128))
             };
-            format!("{}/{}", std::net::Ipv6Addr::from(bits & mask), v6)
+            AddrText::format(format_args!(
+                "{}/{}",
+                std::net::Ipv6Addr::from(bits & mask),
+                v6
+            ))
         }
     }
 }

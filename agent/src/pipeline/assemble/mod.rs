@@ -32,7 +32,7 @@ pub struct DecodeConfig {
 }
 
 /// A captured segment start (request or response head).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 struct Seg {
     seq: u32,
     offset: u64,
@@ -51,6 +51,10 @@ struct FlowCtx {
     tls: Option<TlsInfo>,
     syn: Option<SynRecord>,
     synack: Option<SynRecord>,
+    /// JA4T of `syn` and JA4TS of `synack`, formatted once per connection rather than for
+    /// every exchange on it.
+    ja4t: Option<String>,
+    ja4ts: Option<String>,
     last_seq: u32,
     touched_ns: u64,
     /// End of the server's answer to the ClientHello (the first exchange of a TLS flow).
@@ -136,10 +140,12 @@ impl Assembler {
         let ctx = self.ctx(&s.key, s.ts_ns);
         if s.tcp_flags & agent_common::tcp_flag::ACK != 0 {
             ctx.synack = Some(s);
+            ctx.ja4ts = Some(Ja4ts::new(s.window, syn_options(&s)).to_string());
         } else {
             // A new connection on this tuple: start over.
             *ctx = FlowCtx {
                 syn: Some(s),
+                ja4t: Some(Ja4t::new(s.window, syn_options(&s)).to_string()),
                 touched_ns: s.ts_ns,
                 ..FlowCtx::default()
             };
@@ -257,20 +263,17 @@ impl Assembler {
         let seq = x.exchange.seq;
         let key = x.key;
         let client_side = x.client;
-        {
+        let hello_pending = {
             let ctx = self.ctx(&key, x.exchange.resp_last_ns.max(x.exchange.req_last_ns));
             if seq != 0 && seq <= ctx.last_seq {
                 self.stats.duplicate_exchanges += 1;
                 return;
             }
             ctx.last_seq = seq;
-        }
+            !ctx.hello_done && !ctx.hello.is_empty()
+        };
         // A hello still short when its exchange ends will not complete: decode what we have.
-        if self
-            .flows
-            .get(&key)
-            .is_some_and(|c| !c.hello_done && !c.hello.is_empty())
-        {
+        if hello_pending {
             self.finish_hello(&key, x.exchange.req_first_ns, out);
         }
         let Some(ctx) = self.flows.get_mut(&key) else {
@@ -279,16 +282,23 @@ impl Assembler {
         let req_heads = take_seq(&mut ctx.req_heads, seq);
         let resp_heads = take_seq(&mut ctx.resp_heads, seq);
         note_tls_round_trip(ctx, x);
-        let mut tcp = tcp_info(ctx.syn.as_ref(), ctx.synack.as_ref(), &x.handshake);
+        let mut tcp = tcp_info(ctx, &x.handshake);
         tcp.tls_rtt_seconds = ctx.tls_rtt_seconds;
-        let tls = ctx.tls.clone();
+        let mut tls = ctx.tls.clone();
         let (client, server) = endpoints(&key, client_side, ctx.syn.as_ref());
         if matches!(x.end, exchange_end::FIN | exchange_end::RST) {
             // The connection is over; nothing more will join this context.
             self.flows.remove(&key);
         }
-        let parts = split(&req_heads, &resp_heads, x);
-        for part in parts {
+        let mut parts = split(&req_heads, &resp_heads, x).into_iter().peekable();
+        while let Some(part) = parts.next() {
+            // The last part takes the connection's fingerprints, the others copies (usually
+            // there is one part: no copy).
+            let (tls, tcp) = if parts.peek().is_none() {
+                (std::mem::take(&mut tls), std::mem::take(&mut tcp))
+            } else {
+                (tls.clone(), tcp.clone())
+            };
             let http = part
                 .request_head
                 .map(|h| self.http_info(h, part.response_head, client.ip()));
@@ -317,8 +327,8 @@ impl Assembler {
                 },
                 streamed_chunks: part.chunks,
                 http,
-                tls: tls.clone(),
-                tcp: tcp.clone(),
+                tls,
+                tcp,
             })));
         }
     }
@@ -357,8 +367,8 @@ impl Assembler {
                 status_class,
                 event_stream,
                 user_agent_family: h.user_agent_family.as_label(),
-                api_key_hash: h.api_key.map(|k| k.to_string()),
-                api_key_hash_prev: h.api_key_prev.map(|k| k.to_string()),
+                api_key_hash: h.api_key.map(|k| k.to_hex()),
+                api_key_hash_prev: h.api_key_prev.map(|k| k.to_hex()),
                 client_ip: decode::client_ip(&h.forwarded_for, peer, self.cfg.trusted_hops),
                 forwarded_for: h.forwarded_for.clone(),
                 // A head cut by the capture length would give a wrong fingerprint: none instead.
@@ -441,11 +451,22 @@ fn hello_len(buf: &[u8]) -> Option<usize> {
 /// Removes and returns the segments of exchange `seq`; older ones (their exchange was lost)
 /// are dropped.
 fn take_seq(list: &mut Vec<Seg>, seq: u32) -> Vec<Seg> {
-    let (mut mine, rest): (Vec<Seg>, Vec<Seg>) = std::mem::take(list)
-        .into_iter()
-        .filter(|s| s.seq >= seq)
-        .partition(|s| s.seq == seq);
-    *list = rest;
+    list.retain(|s| s.seq >= seq);
+    // Usually every segment held is this exchange's: take the list whole, no copies.
+    let mut mine = if list.iter().all(|s| s.seq == seq) {
+        std::mem::take(list)
+    } else {
+        let mut mine = Vec::new();
+        list.retain_mut(|s| {
+            if s.seq == seq {
+                mine.push(std::mem::take(s));
+                false
+            } else {
+                true
+            }
+        });
+        mine
+    };
     mine.sort_by_key(|s| s.offset);
     mine
 }
@@ -466,19 +487,19 @@ fn endpoints(key: &FlowKey, client_side: u8, syn: Option<&SynRecord>) -> (Socket
     }
 }
 
-fn tcp_info(
-    syn: Option<&SynRecord>,
-    synack: Option<&SynRecord>,
-    hs: &agent_common::Handshake,
-) -> TcpInfo {
-    let opts = |r: &SynRecord| r.options[..(r.options_len as usize).min(r.options.len())].to_vec();
+fn tcp_info(ctx: &FlowCtx, hs: &agent_common::Handshake) -> TcpInfo {
     TcpInfo {
-        ja4t: syn.map(|s| Ja4t::new(s.window, &opts(s)).to_string()),
-        ja4ts: synack.map(|s| Ja4ts::new(s.window, &opts(s)).to_string()),
+        ja4t: ctx.ja4t.clone(),
+        ja4ts: ctx.ja4ts.clone(),
         syn_synack_seconds: secs(hs.syn_ns, hs.synack_ns),
         synack_ack_seconds: secs(hs.synack_ns, hs.ack_ns),
         tls_rtt_seconds: None,
     }
+}
+
+/// The TCP options a SYN record carries.
+fn syn_options(r: &SynRecord) -> &[u8] {
+    &r.options[..(r.options_len as usize).min(r.options.len())]
 }
 
 /// The TLS round trip of a flow: the first exchange of a TLS flow is the ClientHello and the

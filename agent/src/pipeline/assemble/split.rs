@@ -48,6 +48,10 @@ pub(super) fn starts<'a>(segs: &'a [Seg], request: bool) -> Vec<Start<'a>> {
                 ts_ns: seg.ts_ns,
                 head: rest,
             });
+            // Parsing the head for its length is only worth it where a message could follow.
+            if !could_follow(rest, request) {
+                break;
+            }
             match message_len(rest, request) {
                 Some(len)
                     if len > 0
@@ -106,6 +110,28 @@ pub(super) fn looks_like_start(b: &[u8], request: bool) -> bool {
         b.starts_with(b"HTTP/")
     }
 }
+
+/// Whether a message could start anywhere in `b` after its first byte: [`starts`] continues
+/// only at such a place (where [`looks_like_start`] holds), so where there is none the head
+/// need not be parsed for its length. Most segments hold one message: this spares a second
+/// parse of nearly every head.
+pub(super) fn could_follow(b: &[u8], request: bool) -> bool {
+    let rest = b.get(1..).unwrap_or_default();
+    if request {
+        // Every method the kernel's test knows starts with one of these letters: SIMD search
+        // for them, then the test itself at each.
+        let at = |i: usize| looks_like_start(&rest[i..], true);
+        memchr::memchr3_iter(b'G', b'P', b'H', rest).any(at)
+            || memchr::memchr3_iter(b'D', b'O', b'C', rest).any(at)
+            || memchr::memchr_iter(b'T', rest).any(at)
+    } else {
+        RESPONSE_START.find(rest).is_some()
+    }
+}
+
+/// `HTTP/`, the start of every response, as a prebuilt finder.
+static RESPONSE_START: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"HTTP/"));
 
 /// Head length plus Content-Length, when the head is complete and the length known.
 pub(super) fn message_len(b: &[u8], request: bool) -> Option<usize> {
@@ -208,4 +234,34 @@ pub(super) fn split<'a>(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod could_follow_tests {
+    use super::{could_follow, looks_like_start};
+
+    /// The shortcut answers exactly what testing every later position would.
+    #[test]
+    fn agrees_with_testing_every_position() {
+        let samples: [&[u8]; 7] = [
+            b"POST /v1 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}",
+            b"GET / HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\nDELETE /x HTTP/1.1\r\n\r\nTRACE",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\ndata: HTTP",
+            b"PUT",
+            b"",
+        ];
+        for b in samples {
+            for request in [true, false] {
+                let slow = (1..b.len()).any(|i| looks_like_start(&b[i..], request));
+                assert_eq!(
+                    could_follow(b, request),
+                    slow,
+                    "{:?} {request}",
+                    String::from_utf8_lossy(b)
+                );
+            }
+        }
+    }
 }
