@@ -28,7 +28,7 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 #[unsafe(no_mangle)]
 static FILL_CHECK_RECORDS: u32 = 256;
 
-/// Unread bytes past which that check wakes the reader. Set by the loader (a sixteenth of
+/// Unread bytes past which that check wakes the reader. Set by the loader (a quarter of
 /// the ring).
 #[unsafe(no_mangle)]
 static WAKE_AVAIL_BYTES: u64 = 4 << 20;

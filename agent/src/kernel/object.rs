@@ -47,8 +47,9 @@ impl LoadOptions {
 
 /// The ring's default size: 1 MiB per online CPU, rounded up to a power of two, 2 MiB to
 /// 128 MiB. The reader drains it every [`READ_POLL`]; every [`FILL_CHECK_RECORDS`] records
-/// (at most 256 records of up to 2.3 KiB: 590 KiB) a CPU wakes it if a sixteenth of the ring is
-/// unread, so every CPU can fill its share before the reader runs. No larger:
+/// (at most 256 records of up to 2.3 KiB: 590 KiB) a CPU wakes it if a quarter of the ring is
+/// unread: a quarter plus every CPU's 590 KiB still fits, so no CPU fills the ring between
+/// two checks. No larger:
 /// the producers cycle through the whole ring, and a ring that stays in the caches makes each
 /// head capture cheaper (a 1 KiB head costs ~100 ns more to write into a cold 8 MiB ring than
 /// into a 2 MiB one on the bench machine, `cargo xtask bench`).
@@ -64,10 +65,10 @@ pub fn default_ringbuf_bytes() -> u32 {
 }
 
 /// How long the reader sleeps between ring-buffer checks when the kernel does not wake it. The
-/// kernel wakes it only when it finds a sixteenth of the ring unread, so up to that rate
-/// (128 KiB of the smallest default ring per 5 ms, ~25 MB/s, ~10,000 requests/s with a head
-/// capture each way) no submit wakes it; faster, the kernel wakes it as often as a wakeup
-/// every 256 records per CPU would. A wakeup is a self-IPI in the kernel
+/// kernel wakes it only when it finds a quarter of the ring unread, so up to that rate
+/// (512 KiB of the smallest default ring per 5 ms, ~100 MB/s, ~40,000 requests/s with a head
+/// capture each way) no submit wakes it; faster, the kernel wakes it at most as often as a
+/// wakeup every 256 records per CPU would. A wakeup is a self-IPI in the kernel
 /// program (microseconds, an exit to the hypervisor in a VM); a timer tick in an idle reader
 /// costs a few microseconds 200 times a second.
 pub const READ_POLL: std::time::Duration = std::time::Duration::from_millis(5);
@@ -94,9 +95,9 @@ pub fn load_with_pins(opts: LoadOptions, pins: Option<&PinDir>) -> anyhow::Resul
         );
     }
     let ns_per_tick = ns_per_tick();
-    // A sixteenth of the ring: far more than a reader on its timer leaves unread at the rates
-    // it keeps up with, far less than the ring holds.
-    let wake_avail_bytes = u64::from(opts.ringbuf_bytes / 16);
+    // A quarter of the ring: more than a reader on its timer leaves unread at the rates it keeps
+    // up with, and with every CPU's records until its next check still less than the ring.
+    let wake_avail_bytes = u64::from(opts.ringbuf_bytes / 4);
     let mut loader = EbpfLoader::new();
     if let Some(pins) = pins {
         for shape in pinned_maps(opts.max_flows, opts.ringbuf_bytes) {

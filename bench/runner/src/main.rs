@@ -47,7 +47,7 @@
 //! path that loses records). Drained records are counted by kind and must match what the
 //! measured path emits, and each flow's state is checked after the warm-up, so a figure cannot
 //! silently come from another path. The kernel's loss counters are printed at the end. The
-//! program wakes the reader only when it finds a sixteenth of the ring unread, which these drains
+//! program wakes the reader only when it finds a quarter of the ring unread, which these drains
 //! prevent; its fill check (every 256 records per CPU) lands in the outer quarter the interquartile mean
 //! drops.
 

@@ -240,7 +240,7 @@ fn serve(
 }
 
 /// Reads the ring until `stop`, then once more; counts the heads. Like the agent's reader:
-/// it sleeps in poll(2) until its timer (the agent's) or the kernel wakes it (a sixteenth of the ring unread).
+/// it sleeps in poll(2) until its timer (the agent's) or the kernel wakes it (a quarter of the ring unread).
 fn drain(mut ring: RingBuf<MapData>, stop: &AtomicBool) -> Emitted {
     unpin();
     let mut out = Emitted::default();
