@@ -76,20 +76,30 @@ pub trait ReportSink: Send {
 /// metrics keep counting.
 pub struct JsonLines {
     out: Option<Box<dyn Write + Send>>,
+    /// One line, serialised here and handed to `out` whole: serde writes a line in dozens of
+    /// small pieces, each a dynamic call into `out` otherwise. Its allocation is reused.
+    line: Vec<u8>,
 }
 
 impl JsonLines {
     pub fn new(out: Box<dyn Write + Send>) -> JsonLines {
-        JsonLines { out: Some(out) }
+        JsonLines {
+            out: Some(out),
+            line: Vec::with_capacity(2048),
+        }
     }
 }
 
 impl ReportSink for JsonLines {
     fn take(&mut self, report: &Report) {
         if let Some(w) = self.out.as_mut() {
-            let written = serde_json::to_writer(&mut *w, report)
+            self.line.clear();
+            let written = serde_json::to_writer(&mut self.line, report)
                 .map_err(std::io::Error::from)
-                .and_then(|()| w.write_all(b"\n"));
+                .and_then(|()| {
+                    self.line.push(b'\n');
+                    w.write_all(&self.line)
+                });
             if let Err(e) = written {
                 tracing::error!("writing JSON output failed, stopping it: {e}");
                 self.out = None;
