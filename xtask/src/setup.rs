@@ -16,6 +16,7 @@ use crate::cmd::{output, run};
 /// - iproute2: `ip netns`, veth pairs, `tc` for the privileged tests;
 /// - python3, curl: the lab's inference server and a real HTTP client;
 /// - ethtool: inspecting offloads in the end-to-end tests;
+/// - bpftool: the restart tests create a stale pinned map and read pinned maps' properties;
 /// - haproxy, dante-server, openssl, python3-venv: the lab's TLS ingress, SOCKS relay, lab
 ///   certificates, and LiteLLM's virtual environment;
 /// - prometheus: its `promtool` checks and unit-tests deploy/prometheus's rules;
@@ -25,6 +26,7 @@ const TEST_PACKAGES: &[&str] = &[
     "python3",
     "curl",
     "ethtool",
+    "bpftool",
     "haproxy",
     "dante-server",
     "openssl",
@@ -104,7 +106,7 @@ fn print_manual_steps() {
          2. the LLVM development package whose major version matches `rustc +nightly -vV` (\"LLVM version\"),\n\
             e.g. llvm-22-dev / llvm22-devel\n\
          3. LLVM_PREFIX=<llvm prefix> cargo install bpf-linker --no-default-features --features llvm-<major>\n\
-         4. for the tests: iproute2 (ip, tc), python3, curl, ethtool\n\
+         4. for the tests: iproute2 (ip, tc), python3, curl, ethtool, bpftool\n\
          Then run `cargo xtask test`."
     );
 }
