@@ -373,9 +373,14 @@ enum ReaderMsg {
     Stop,
 }
 
+/// How often the event reader writes the logs' buffered lines out: what a reader tailing the
+/// exchange or detection log waits at most for a line beyond the ring's own poll.
+const LOG_FLUSH: Duration = Duration::from_millis(100);
+
 /// The event reader: drains the ring buffer into the pipeline.
 fn read_events(mut ring: RingBuf<MapData>, mut pipeline: Pipeline, rx: mpsc::Receiver<ReaderMsg>) {
     let fd = ring.as_raw_fd();
+    let mut last_flush = Instant::now();
     loop {
         let mut pfd = libc::pollfd {
             fd,
@@ -387,8 +392,14 @@ fn read_events(mut ring: RingBuf<MapData>, mut pipeline: Pipeline, rx: mpsc::Rec
         while let Some(item) = ring.next() {
             pipeline.on_record(&item);
         }
-        if let Err(e) = pipeline.flush() {
-            tracing::warn!("flushing the exchange log: {e}");
+        // Logs reach their files every LOG_FLUSH, not every poll: one write per 100 ms, not
+        // 200 a second (each a syscall with the file system's per-call work); a log that grows
+        // faster is written early by its own buffer limit (logfile.rs).
+        if last_flush.elapsed() >= LOG_FLUSH {
+            last_flush = Instant::now();
+            if let Err(e) = pipeline.flush() {
+                tracing::warn!("flushing the exchange log: {e}");
+            }
         }
         loop {
             match rx.try_recv() {

@@ -7,7 +7,6 @@
 //! windows → every `eval_interval` of record time: score the entities that changed (and the
 //! raised ones, to clear them), refresh baseline and clusters every `refresh_seconds`.
 
-mod addr_text;
 pub mod alias;
 pub mod allow;
 pub mod baseline;
@@ -28,7 +27,6 @@ pub mod window;
 use std::net::IpAddr;
 
 use self::{
-    addr_text::AddrText,
     allow::AllowList,
     config::Config,
     entity::{EntityState, EntityType, Table},
@@ -38,6 +36,7 @@ use self::{
     judge::{ClusterState, Judged},
     score::Baseline,
 };
+use crate::pipeline::addr_text::AddrText;
 
 /// Think times longer than this are a new session, not a think time.
 const MAX_THINK_NS: u64 = 600_000_000_000;
@@ -178,11 +177,9 @@ impl Detector {
         let cfg = &self.cfg;
         let ip = obs.client_ip();
         // On the stack: made for every request, copied only into a new entity.
-        let (Ok(ip_s), Ok(prefix)) = (
-            AddrText::format(format_args!("{ip}")),
-            prefix_text(ip, cfg.prefix_v4, cfg.prefix_v6),
-        ) else {
-            // Not reached: an address and its prefix always fit.
+        let ip_s = AddrText::ip(ip);
+        let Ok(prefix) = prefix_text(ip, cfg.prefix_v4, cfg.prefix_v6) else {
+            // Not reached: an address's prefix always fits.
             return;
         };
         let (ip_s, prefix) = (ip_s.as_str(), prefix.as_str());
@@ -495,10 +492,9 @@ fn prefix_text(ip: IpAddr, v4: u8, v6: u8) -> Result<AddrText, std::fmt::Error> 
             } else {
                 u32::MAX << (32 - v4.min(32))
             };
-            AddrText::format(format_args!(
-                "{}/{}",
+            Ok(AddrText::v4_prefix(
                 std::net::Ipv4Addr::from(bits & mask),
-                v4
+                v4,
             ))
         }
         IpAddr::V6(a) => {

@@ -6,6 +6,7 @@ use std::io::Write;
 
 use agent_common::{exchange_end, phase, ExchangeRecord, FlowKey, FlowState};
 
+pub mod addr_text;
 pub mod assemble;
 pub mod logfile;
 pub mod records;

@@ -3,7 +3,20 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
+
+use super::addr_text::AddrText;
+
+/// A socket address as its `Display` text, written without the formatting machinery (two per
+/// line of the exchange log).
+fn socket_text<S: Serializer>(addr: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(AddrText::socket(*addr).as_str())
+}
+
+/// An address as its `Display` text (see [`socket_text`]).
+fn ip_text<S: Serializer>(ip: &IpAddr, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(AddrText::ip(*ip).as_str())
+}
 
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "record", rename_all = "snake_case")]
@@ -15,7 +28,9 @@ pub enum Report {
 #[derive(Clone, Debug, Serialize)]
 pub struct ExchangeReport {
     pub ifindex: u32,
+    #[serde(serialize_with = "socket_text")]
     pub client: SocketAddr,
+    #[serde(serialize_with = "socket_text")]
     pub server: SocketAddr,
     /// Exchange number within the connection (from 1).
     pub seq: u32,
@@ -60,6 +75,7 @@ pub struct HttpInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key_hash_prev: Option<String>,
     /// Client address after trusting the configured number of forwarding hops.
+    #[serde(serialize_with = "ip_text")]
     pub client_ip: IpAddr,
     pub forwarded_for: Vec<IpAddr>,
     pub ja4h: String,
@@ -94,7 +110,9 @@ pub struct TcpInfo {
 #[derive(Clone, Debug, Serialize)]
 pub struct HelloReport {
     pub ifindex: u32,
+    #[serde(serialize_with = "socket_text")]
     pub client: SocketAddr,
+    #[serde(serialize_with = "socket_text")]
     pub server: SocketAddr,
     pub ts_ns: u64,
     /// `ts_ns` on the wall clock (Unix time, ns).

@@ -43,6 +43,11 @@ impl Lab {
 
     /// Siphon on the server node and on the ingress node, ready before anything else starts.
     pub(super) fn start_agents(&mut self, stop: &AtomicBool) -> anyhow::Result<()> {
+        // A web-config file that turns nothing on (plain HTTP, no auth, as Prometheus here
+        // scrapes), as a deployment that ships one would: the agents watch it for changes and
+        // export the reload metrics the shipped rules alert on.
+        let web_config = self.out.join("web-config.yml");
+        std::fs::write(&web_config, "").context("writing the lab's web-config file")?;
         for (role, services) in [
             ("server", vec![format!("llm=:{SERVER_PORT}")]),
             (
@@ -71,6 +76,8 @@ impl Lab {
             .arg(self.out.join(format!("siphon-{role}-detections.jsonl")))
             .arg("--detect-config")
             .arg(configs::detect_config_path(&self.out))
+            .arg("--web-config-file")
+            .arg(&web_config)
             .env("SIPHON_KEY_HASH_SECRET", KEY_HASH_SECRET);
             // haproxy adds one X-Forwarded-For hop: on the server's requests, and on the
             // plaintext requests it sends out of the ingress node itself.
