@@ -257,9 +257,7 @@ pub fn plan(scenario: Scenario, keys: &Keys, duration: u64) -> Vec<Actor> {
         benign("app", "app", "apps", &keys.apps, &[]),
         // People chatting (the conversation trace), ~1.4 new conversations a second over 150
         // keys on 60 addresses, and an office: 40 keys behind one NAT address. Each person
-        // comes about once in a run (25 minutes of the world at 10x). Seats (sessions at once)
-        // are ample: with answers slower on a loaded 2-core machine, 16 and 6 seats turned away
-        // a fifth of the people and the population fell short of the breadth checks.rs asks for.
+        // comes about once in a run (25 minutes of the world at 10x).
         benign(
             "people",
             "human",
@@ -269,7 +267,7 @@ pub fn plan(scenario: Scenario, keys: &Keys, duration: u64) -> Vec<Actor> {
                 "--trace-fraction",
                 "0.025",
                 "--concurrency",
-                "32",
+                "16",
                 "--user-order",
                 "round-robin",
             ],
@@ -283,7 +281,7 @@ pub fn plan(scenario: Scenario, keys: &Keys, duration: u64) -> Vec<Actor> {
                 "--trace-fraction",
                 "0.008",
                 "--concurrency",
-                "12",
+                "6",
                 "--user-order",
                 "round-robin",
             ],
