@@ -10,8 +10,14 @@ use serde_json::Value;
 
 use super::{view::read_jsonl, RunReport, RATE_LIMIT_RPM};
 
-/// The benign population's breadth a default lab run must reach (keys, client addresses).
-const POPULATION_KEYS: usize = 200;
+/// The benign population's breadth a default lab run must reach (keys, client addresses), of
+/// the 205 keys on its roster. People who arrive while every seat of their actor is taken do
+/// not show up, and seats free up more slowly when answers are slow: on a 2-core machine at
+/// about half the speed of the one the lab was built on, 181-199 keys reached the server in
+/// four 150 s runs, against 205 before. The check asks for 170: a population still broad
+/// enough to judge false alarms on, and a check that fails when the population breaks, not
+/// when the machine is slow.
+const POPULATION_KEYS: usize = 170;
 const POPULATION_IPS: usize = 64;
 
 /// Sum of a Prometheus metric's samples whose labels include all of `labels`.
@@ -344,8 +350,8 @@ fn flood_seen_and_bounded(
     }
 }
 
-/// The benign population (whenever it runs): at least 200 keys from 64 addresses at the
-/// server.
+/// The benign population (whenever it runs): at least [`POPULATION_KEYS`] keys from
+/// [`POPULATION_IPS`] addresses at the server.
 fn population_breadth(
     report: &RunReport,
     by_actor: &BTreeMap<&str, Vec<&Value>>,
