@@ -31,8 +31,7 @@ impl AddrText {
         let mut t = AddrText::empty();
         match ip {
             IpAddr::V4(a) => t.push_v4(a),
-            // Fits: the longest IPv6 text is 45 bytes.
-            IpAddr::V6(a) => t.write_fmt(format_args!("{a}")).unwrap_or_default(),
+            IpAddr::V6(a) => return AddrText::displayed(a),
         }
         t
     }
@@ -47,14 +46,14 @@ impl AddrText {
                 t.push(itoa::Buffer::new().format(a.port()));
                 t
             }
-            // Fits: "[" + 45 + "%" + 10-digit scope + "]:" + 5 digits is 64 bytes at most, and
-            // scope ids are the only way past 56; a cut one would be an error, never a panic.
-            SocketAddr::V6(a) => {
-                let mut t = AddrText::empty();
-                t.write_fmt(format_args!("{a}")).unwrap_or_default();
-                t
-            }
+            SocketAddr::V6(a) => AddrText::displayed(a),
         }
+    }
+
+    /// Through `Display`, for IPv6. Always fits: `[` + 45 + `%` + a 10-digit scope id + `]:` +
+    /// 5 digits is [`CAPACITY`]; were it ever cut, the text would be empty, never a panic.
+    fn displayed(a: impl fmt::Display) -> AddrText {
+        AddrText::format(format_args!("{a}")).unwrap_or_else(|_| AddrText::empty())
     }
 
     /// `a.b.c.d/len`.
