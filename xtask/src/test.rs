@@ -94,9 +94,9 @@ pub fn test(args: &TestArgs) -> anyhow::Result<()> {
     if !args.unprivileged {
         // The lab: every actor, Siphon on two nodes, checked against the ground truth,
         // detections included (long enough for keys in lockstep to show: clusters need ~90 s
-        // of activity).
+        // of activity; the lab's default duration, see `LabArgs::duration`).
         crate::lab::run(&crate::lab::LabArgs {
-            duration: 150,
+            duration: 210,
             scenario: crate::lab::Scenario::All,
             out: "target/lab-ci".into(),
             check: true,

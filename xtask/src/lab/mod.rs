@@ -48,8 +48,11 @@ use topology::{Topology, SUBNET};
 
 #[derive(Args, Clone, Debug)]
 pub struct LabArgs {
-    /// How long the traffic runs (the whole lab takes ~30 s more to start and stop).
-    #[arg(long, value_parser = humantime_secs, default_value = "150")]
+    /// How long the traffic runs (the whole lab takes ~30 s more to start and stop). Keys in a
+    /// pool or cluster show their lockstep after three 30-s busy periods (~90 s of activity),
+    /// and r1's router takes ~20 s to start: 150 s left r1's relay raised only in the last
+    /// seconds on a slow machine.
+    #[arg(long, value_parser = humantime_secs, default_value = "210")]
     pub duration: u64,
     /// Which actors run.
     #[arg(long, value_enum, default_value_t = Scenario::All)]

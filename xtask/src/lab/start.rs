@@ -221,7 +221,7 @@ impl Lab {
         )?;
         let mut c = self
             .topo
-            .command("relay1", &format!("{LITELLM_VENV}/bin/litellm"));
+            .priority_command("relay1", &format!("{LITELLM_VENV}/bin/litellm"));
         c.arg("--config")
             .arg(dir.join("config.yaml"))
             .args([

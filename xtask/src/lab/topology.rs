@@ -170,6 +170,24 @@ impl Topology {
         c
     }
 
+    /// `command`, run ahead of the actors for CPU. The lab's nodes share this machine's cores,
+    /// where in the world each is its own machine: a single-threaded router (LiteLLM's event
+    /// loop) starved by the actors' load would throttle its users to a few requests a minute,
+    /// and the lab would measure its own CPU rather than the relay's behaviour.
+    pub fn priority_command(&self, role: &str, program: &str) -> Command {
+        let mut c = Command::new("nice");
+        c.args([
+            "-n",
+            "-5",
+            "ip",
+            "netns",
+            "exec",
+            &self.node(role).ns,
+            program,
+        ]);
+        c
+    }
+
     pub fn teardown(&mut self) {
         self.delay_lines.clear();
         // Dropping a guard deletes its namespace.
