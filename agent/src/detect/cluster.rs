@@ -20,6 +20,8 @@ pub struct KeyView {
     pub slots: u64,
     pub age_slots: u64,
     pub requests_per_second: f64,
+    /// The same rate per activity slot: how many requests one slot is expected to hold.
+    pub requests_per_slot: f64,
     /// Requests behind that rate (for the counting-noise allowance).
     pub requests: u64,
     pub tokens_per_response: f64,
@@ -41,29 +43,62 @@ fn within(a: f64, b: f64, factor: f64) -> bool {
 /// Activity compared over slots three times coarser: a key pacing one request per slot or so
 /// leaves single idle slots that say nothing about lockstep.
 const COARSEN: u32 = 3;
+/// Keys slower than that are also compared over periods long enough for the slower key to be
+/// expected to make this many requests in each: at one request per period, a key in strict
+/// lockstep still leaves a third of its periods idle by chance (Poisson), and two such keys
+/// agree on barely half of them, so a slow hydra (each key paced under the radar) would fall
+/// apart into pieces however long it runs.
+const EXPECTED_PER_PERIOD: f64 = 2.0;
 
-fn coarse(bits: u64) -> u32 {
-    let mut out = 0u32;
-    for i in 0..(64 / COARSEN) {
-        if (bits >> (i * COARSEN)) & ((1 << COARSEN) - 1) != 0 {
+fn coarse(bits: u64, period: u32) -> u64 {
+    let mut out = 0u64;
+    for i in 0..(64 / period) {
+        if (bits >> (i * period)) & ((1 << period) - 1) != 0 {
             out |= 1 << i;
         }
     }
     out
 }
 
-pub fn in_lockstep(a: &KeyView, b: &KeyView, cfg: &ClusterConfig) -> bool {
-    let span = a.age_slots.min(b.age_slots).min(63) / COARSEN as u64;
+/// Slots per period for the slower of two keys: long enough for `EXPECTED_PER_PERIOD`
+/// requests, short enough that the keys' common age holds `min_active_slots` periods (so a
+/// young pair is compared at once, more coarsely, rather than only once it is old enough), and
+/// never shorter than `COARSEN`.
+fn slow_period(a: &KeyView, b: &KeyView, cfg: &ClusterConfig) -> u32 {
+    let per_slot = a.requests_per_slot.min(b.requests_per_slot);
+    if per_slot.is_nan() || per_slot <= 0.0 {
+        return COARSEN;
+    }
+    let fit = a.age_slots.min(b.age_slots).min(63) / u64::from(cfg.min_active_slots.max(1));
+    let longest = (fit.min(u64::from(u32::MAX)) as u32).max(COARSEN);
+    // In range before the cast: the clamp bounds it to [COARSEN, longest].
+    (EXPECTED_PER_PERIOD / per_slot)
+        .ceil()
+        .clamp(COARSEN as f64, longest as f64) as u32
+}
+
+/// Whether the two keys were busy in the same periods of `period` slots: at least
+/// `min_active_slots` periods each, overlapping by `min_slot_jaccard`.
+fn busy_together(a: &KeyView, b: &KeyView, period: u32, cfg: &ClusterConfig) -> bool {
+    let span = a.age_slots.min(b.age_slots).min(63) / period as u64;
     if span == 0 {
         return false;
     }
-    let mask = (1u32 << span) - 1;
-    let (sa, sb) = (coarse(a.slots) & mask, coarse(b.slots) & mask);
+    let mask = (1u64 << span) - 1;
+    let (sa, sb) = (
+        coarse(a.slots, period) & mask,
+        coarse(b.slots, period) & mask,
+    );
     if sa.count_ones() < cfg.min_active_slots || sb.count_ones() < cfg.min_active_slots {
         return false;
     }
     let jaccard = (sa & sb).count_ones() as f64 / (sa | sb).count_ones().max(1) as f64;
     jaccard >= cfg.min_slot_jaccard
+}
+
+pub fn in_lockstep(a: &KeyView, b: &KeyView, cfg: &ClusterConfig) -> bool {
+    let slow = slow_period(a, b, cfg);
+    (busy_together(a, b, COARSEN, cfg) || (slow > COARSEN && busy_together(a, b, slow, cfg)))
         // Keys behind one address may be shared unevenly (a router's shuffle, retries, per-key
         // cool-downs): only keys on different addresses must also agree on their rates.
         && ((a.address.is_some() && a.address == b.address)
@@ -139,24 +174,38 @@ pub fn components(keys: &[KeyView], cfg: &ClusterConfig) -> Vec<Component> {
 }
 
 /// Keeps cluster identities stable while membership drifts: a component takes the id of the
-/// previous cluster it shares most keys with (at least half of either), else a new one.
-pub fn stable_id(keys: &[Box<str>], previous: &[(String, Vec<Box<str>>)]) -> String {
+/// previous cluster it shares most keys with (at least half of either), else a new one. An id
+/// is given once per pass (`taken`): a cluster that split keeps its id in one piece only, so two
+/// reported clusters never share an id.
+pub fn stable_id(
+    keys: &[Box<str>],
+    previous: &[(String, Vec<Box<str>>)],
+    taken: &[String],
+) -> String {
     let best = previous
         .iter()
+        .filter(|(id, _)| !taken.contains(id))
         .map(|(id, old)| {
             let shared = keys.iter().filter(|k| old.contains(k)).count();
             (shared, id, old.len())
         })
         .filter(|(shared, _, old_len)| 2 * shared >= keys.len().min(*old_len) && *shared > 0)
         .max_by_key(|(shared, _, _)| *shared);
-    match best {
-        Some((_, id, _)) => id.clone(),
-        None => {
-            // Named after its smallest member: deterministic, and a key hash says nothing.
-            let first = keys.first().map_or("", |k| &**k);
-            format!("c-{}", &first[..first.len().min(12)])
-        }
+    if let Some((_, id, _)) = best {
+        return id.clone();
     }
+    // Named after its smallest member: deterministic, and a key hash says nothing. A piece of
+    // a split cluster may hold the member its old id was named after: numbered apart.
+    let first = keys.first().map_or("", |k| &**k);
+    let base = format!("c-{}", &first[..first.len().min(12)]);
+    let in_use = |id: &String| taken.contains(id) || previous.iter().any(|(p, _)| p == id);
+    if !in_use(&base) {
+        return base;
+    }
+    (2..)
+        .map(|n| format!("{base}-{n}"))
+        .find(|id| !in_use(id))
+        .unwrap_or(base)
 }
 
 #[cfg(test)]
@@ -171,6 +220,7 @@ mod tests {
             slots,
             age_slots: 30,
             requests_per_second: rps,
+            requests_per_slot: rps * 10.0,
             requests: (rps * 1000.0) as u64,
             tokens_per_response: tokens,
         }
@@ -278,8 +328,89 @@ mod tests {
     fn ids_survive_membership_drift() {
         let prev = vec![("c-aaa".to_owned(), vec!["a".into(), "b".into(), "c".into()])];
         let now: Vec<Box<str>> = vec!["b".into(), "c".into(), "d".into()];
-        assert_eq!(stable_id(&now, &prev), "c-aaa");
+        assert_eq!(stable_id(&now, &prev, &[]), "c-aaa");
         let fresh: Vec<Box<str>> = vec!["x1234567890abcdef".into(), "y".into()];
-        assert_eq!(stable_id(&fresh, &prev), "c-x1234567890a");
+        assert_eq!(stable_id(&fresh, &prev, &[]), "c-x1234567890a");
+    }
+
+    #[test]
+    fn the_pieces_of_a_split_cluster_get_distinct_ids() {
+        let old: Vec<Box<str>> = ["k1", "k2", "k3", "k4", "k5", "k6"]
+            .map(Into::into)
+            .to_vec();
+        let prev = vec![("c-k1".to_owned(), old)];
+        let a: Vec<Box<str>> = ["k1", "k2", "k3"].map(Into::into).to_vec();
+        let b: Vec<Box<str>> = ["k4", "k5", "k6"].map(Into::into).to_vec();
+        let id_a = stable_id(&a, &prev, &[]);
+        let id_b = stable_id(&b, &prev, std::slice::from_ref(&id_a));
+        assert_eq!(id_a, "c-k1");
+        assert_ne!(id_a, id_b);
+        // A piece holding the member the old id was named after is numbered apart.
+        let id_c = stable_id(&a, &prev, &[id_a.clone(), id_b.clone()]);
+        assert!(![&id_a, &id_b].contains(&&id_c), "{id_c}");
+    }
+
+    /// Activity of a key paced at one request every 2 to 5 slots (a round robin with jitter,
+    /// ~3.5 slots apart on average), over `slots` slots.
+    fn paced(rng: &mut u64, slots: u64) -> u64 {
+        let mut bits = 0u64;
+        let mut at = 0;
+        while at < slots {
+            bits |= 1 << at;
+            // xorshift: deterministic jitter without a dependency.
+            *rng ^= *rng << 13;
+            *rng ^= *rng >> 7;
+            *rng ^= *rng << 17;
+            at += 2 + *rng % 4;
+        }
+        bits
+    }
+
+    #[test]
+    fn a_slow_hydra_stays_one_cluster_and_sporadic_people_do_not_join() {
+        // 16 keys, each making one request every ~35 s (slots of 10 s) for 200 s: at the
+        // 30-s period a good part of each key's periods are idle by chance.
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut keys: Vec<KeyView> = (0..16)
+            .map(|i| {
+                let mut k = key(
+                    &format!("h{i:02}"),
+                    "py",
+                    &format!("10.0.0.{i}"),
+                    paced(&mut rng, 20),
+                    1.0 / 35.0,
+                    1800.0,
+                );
+                k.age_slots = 20;
+                k
+            })
+            .collect();
+        let split = components(&keys, &ClusterConfig::default());
+        assert!(
+            split.iter().any(|c| c.keys.len() == 16),
+            "one cluster of 16: {:?}",
+            split.iter().map(|c| c.keys.len()).collect::<Vec<_>>()
+        );
+        // Two people on the same stack at the same pace, busy in different minutes.
+        for (name, bits) in [
+            ("p1", 0b1111_1100_0000_0000_0011u64),
+            ("p2", 0b0000_0011_1111_0000_0000),
+        ] {
+            let mut p = key(name, "py", "10.0.0.100", bits, 1.0 / 35.0, 1800.0);
+            p.age_slots = 20;
+            keys.push(p);
+        }
+        let comps = components(&keys, &ClusterConfig::default());
+        let hydra = comps
+            .iter()
+            .find(|c| c.keys.len() >= 16)
+            .expect("the hydra");
+        assert_eq!(hydra.keys.len(), 16, "{comps:?}");
+        assert!(
+            comps
+                .iter()
+                .all(|c| !c.keys.iter().any(|k| k.starts_with('p'))),
+            "{comps:?}"
+        );
     }
 }

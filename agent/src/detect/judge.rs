@@ -364,6 +364,7 @@ fn key_view(cfg: &Config, key: &str, st: &EntityState, mid: usize, now: u64) -> 
         slots: st.activity.at(now_slot),
         age_slots: now_slot.saturating_sub(st.first_seen_ns / slot_ns) + 1,
         requests_per_second: f.requests_per_second,
+        requests_per_slot: f.requests_per_second * cfg.slot_seconds as f64,
         requests: f.requests,
         tokens_per_response: f.output_tokens_per_response,
     })
@@ -403,10 +404,14 @@ pub fn clusters(
         .map(|c| (c.id.clone(), c.members.clone()))
         .collect();
     let mut out: Vec<ClusterState> = Vec::new();
+    let mut taken: Vec<String> = Vec::new();
     for comp in &comps {
         let pooled = if comp.pooled >= 2 { comp.pooled } else { 0 };
         let is_cluster = comp.keys.len() >= cfg.cluster.min_keys;
-        let id = is_cluster.then(|| cluster::stable_id(&comp.keys, &prev_ids));
+        let id = is_cluster.then(|| cluster::stable_id(&comp.keys, &prev_ids, &taken));
+        if let Some(id) = &id {
+            taken.push(id.clone());
+        }
         if let (Some(addr), true) = (&comp.pooled_address, pooled > 0) {
             if let Some(st) = tables[ii].map.get_mut(addr.as_str()) {
                 st.pooled_keys = pooled;
