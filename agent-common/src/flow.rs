@@ -209,20 +209,57 @@ pub mod tcp_flag {
     pub const ACK: u8 = 0x10;
 }
 
-/// Key of the service-port map: ports userspace knows to be listening or configured as
-/// services, used to tell client from server on flows whose SYN was not seen.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct ServicePortKey {
-    pub port: u16,
-    pub proto: u8,
-    pub _pad: u8,
+/// The service-port map: ports userspace knows to be listening or configured as services, used
+/// to tell client from server on flows whose SYN was not seen. A bitmap in an array map, one bit
+/// per (protocol, port): an array lookup is inlined by the verifier into a bounds check and an
+/// address computation, where a hash lookup is a helper call and a hash of the key, twice on
+/// every new flow picked up mid-stream.
+pub mod service_ports {
+    /// Bits per map word.
+    const WORD_BITS: u32 = u64::BITS;
+    /// Words of one protocol's bitmap (65,536 ports).
+    pub const WORDS_PER_PROTO: u32 = (u16::MAX as u32 + 1) / WORD_BITS;
+    /// Entries of the map: TCP's bitmap, then UDP's (16 KiB in all).
+    pub const WORDS: u32 = 2 * WORDS_PER_PROTO;
+
+    /// The map word holding (proto, port) and its bit in that word; none for a protocol that
+    /// has no service ports (neither TCP nor UDP).
+    #[inline(always)]
+    pub fn bit(proto: u8, port: u16) -> Option<(u32, u64)> {
+        let base = match proto {
+            6 => 0,
+            17 => WORDS_PER_PROTO,
+            _ => return None,
+        };
+        let port = port as u32;
+        Some((base + port / WORD_BITS, 1u64 << (port % WORD_BITS)))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn every_service_port_has_its_own_bit_inside_the_map() {
+        use service_ports::{bit, WORDS};
+        let mut map = [0u64; WORDS as usize];
+        for proto in [6u8, 17] {
+            for port in 0..=u16::MAX {
+                let (word, mask) = bit(proto, port).expect("tcp and udp have service ports");
+                assert!(word < WORDS, "{proto}/{port} -> word {word}");
+                assert_eq!(mask.count_ones(), 1);
+                assert_eq!(map[word as usize] & mask, 0, "{proto}/{port} shares a bit");
+                map[word as usize] |= mask;
+            }
+        }
+        assert!(
+            map.iter().all(|w| *w == u64::MAX),
+            "every bit belongs to a port"
+        );
+        assert_eq!(bit(1, 80), None, "icmp has no ports");
+    }
 
     #[test]
     fn addresses_round_trip_through_the_kernel_form() {

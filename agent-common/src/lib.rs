@@ -70,7 +70,6 @@ mod user_pod {
     unsafe impl aya::Pod for IfaceKey {}
     unsafe impl aya::Pod for IfaceCounters {}
     unsafe impl aya::Pod for IfaceSlot {}
-    unsafe impl aya::Pod for ServicePortKey {}
     unsafe impl aya::Pod for ExchangeRecord {}
     unsafe impl aya::Pod for PayloadHeader {}
     unsafe impl aya::Pod for SynRecord {}

@@ -1,10 +1,10 @@
 //! The flow table: one LRU entry per normalised 5-tuple and interface.
 
-use agent_common::{client, tcp_flag, FlowKey, FlowState, KernelCounter, ServicePortKey, Side};
+use agent_common::{client, service_ports, tcp_flag, FlowKey, FlowState, KernelCounter, Side};
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, LruHashMap, PerCpuArray},
     programs::TcContext,
 };
 
@@ -20,9 +20,10 @@ use crate::{
 #[map(name = "FLOWS")]
 static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(131_072, 0);
 
-/// Ports known to be services (listening sockets, configured services). Written by userspace.
+/// Ports known to be services (listening sockets, configured services), one bit each (see
+/// `agent_common::service_ports`). Written by userspace.
 #[map(name = "SERVICE_PORTS")]
-static SERVICE_PORTS: HashMap<ServicePortKey, u8> = HashMap::with_max_entries(1024, 0);
+static SERVICE_PORTS: Array<u64> = Array::with_max_entries(service_ports::WORDS, 0);
 
 #[inline(always)]
 pub fn account(ctx: &TcContext, ifindex: u32, pkt: &Packet, len: u32) {
@@ -291,10 +292,8 @@ fn guess_client(pkt: &Packet, side: Side) -> u8 {
 
 #[inline(always)]
 fn is_service_port(port: u16, proto: u8) -> bool {
-    let key = ServicePortKey {
-        port,
-        proto,
-        _pad: 0,
-    };
-    SERVICE_PORTS.get_ptr(key).is_some()
+    match service_ports::bit(proto, port) {
+        Some((word, mask)) => SERVICE_PORTS.get(word).is_some_and(|w| w & mask != 0),
+        None => false,
+    }
 }

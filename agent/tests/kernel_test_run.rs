@@ -435,3 +435,27 @@ fn reordered_segments_are_new_data_and_repeats_are_not() {
         "both segments, once each"
     );
 }
+
+/// A flow picked up mid-stream (no SYN seen) takes its client from the service ports userspace
+/// wrote: the side not on a service port, whichever direction the first packet goes. Without
+/// one, the side on the higher port is guessed the client.
+#[test]
+#[ignore = "privileged: loads eBPF; run with `cargo xtask test`"]
+fn service_ports_name_the_client_of_a_flow_picked_up_midstream() {
+    let mut h = Harness::new();
+    let client_port = |h: &mut Harness, sport: u16, dport: u16| {
+        let d = h.delta(&tcp4(&payload(10), sport, dport));
+        let (key, st, _) = only_flow(&d);
+        match st.client {
+            agent_common::client::A => key.port_a,
+            agent_common::client::B => key.port_b,
+            other => panic!("no client guessed: {other}"),
+        }
+    };
+    assert_eq!(client_port(&mut h, 1234, 60000), 60000, "port heuristic");
+    h.flows.add_service_port(60000, 6).expect("service port");
+    assert_eq!(client_port(&mut h, 1235, 60000), 1235, "to the service");
+    assert_eq!(client_port(&mut h, 60000, 1236), 1236, "from the service");
+    // Another port in the same map word stays unknown.
+    assert_eq!(client_port(&mut h, 1237, 60001), 60001, "port heuristic");
+}

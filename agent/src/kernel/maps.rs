@@ -1,11 +1,11 @@
 //! Typed userspace handles on the kernel program's maps, with per-CPU values summed.
 
 use agent_common::{
-    names, FlowKey, FlowState, IfaceCounters, IfaceKey, IfaceSlot, KernelCounter, ServicePortKey,
+    names, service_ports, FlowKey, FlowState, IfaceCounters, IfaceKey, IfaceSlot, KernelCounter,
 };
 use anyhow::Context as _;
 use aya::{
-    maps::{HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues},
     Ebpf,
 };
 
@@ -20,7 +20,7 @@ pub struct CounterMaps {
 /// The flow table and the service-port hints, owned by the sweeper.
 pub struct FlowMaps {
     flows: HashMap<MapData, FlowKey, FlowState>,
-    service_ports: HashMap<MapData, ServicePortKey, u8>,
+    service_ports: Array<MapData, u64>,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<T>
@@ -157,13 +157,15 @@ impl FlowMaps {
     }
 
     pub fn add_service_port(&mut self, port: u16, proto: u8) -> anyhow::Result<()> {
-        let key = ServicePortKey {
-            port,
-            proto,
-            _pad: 0,
-        };
+        let (word, mask) = service_ports::bit(proto, port)
+            .with_context(|| format!("protocol {proto} has no service ports"))?;
+        // Read-modify-write: this agent is the map's only writer.
+        let old = self
+            .service_ports
+            .get(&word, 0)
+            .context("reading SERVICE_PORTS")?;
         self.service_ports
-            .insert(key, 1, 0)
+            .set(word, old | mask, 0)
             .context("writing SERVICE_PORTS")
     }
 }

@@ -17,8 +17,8 @@ use std::{
 };
 
 use agent_common::{
-    names, ExchangeRecord, FlowKey, FlowState, IfaceCounters, IfaceKey, IfaceSlot, KernelCounter,
-    PayloadHeader, ServicePortKey, SynRecord, IFACE_SLOTS,
+    names, service_ports, ExchangeRecord, FlowKey, FlowState, IfaceCounters, IfaceKey, IfaceSlot,
+    KernelCounter, PayloadHeader, SynRecord, IFACE_SLOTS,
 };
 use anyhow::{bail, Context as _};
 use aya::maps::{MapInfo, MapType};
@@ -65,10 +65,10 @@ pub fn pinned_maps(max_flows: u32, ringbuf_bytes: u32) -> [MapShape; 7] {
         ),
         shape(
             names::MAP_SERVICE_PORTS,
-            MapType::Hash,
-            size::<ServicePortKey>(),
-            1,
-            1024,
+            MapType::Array,
+            4,
+            size::<u64>(),
+            service_ports::WORDS,
         ),
         shape(
             names::MAP_IFACE_COUNTERS,
