@@ -208,6 +208,18 @@ pub fn stable_id(
         .unwrap_or(base)
 }
 
+/// Whether a cluster not found this pass lives on inside one that was: at least half of its
+/// members are now in that one (a piece of a split rejoining the rest). It is then cleared at
+/// once rather than remembered through the memory lapse beside the cluster holding its keys.
+pub fn absorbed<'a>(
+    members: &[Box<str>],
+    mut current: impl Iterator<Item = &'a [Box<str>]>,
+) -> bool {
+    !members.is_empty()
+        && current
+            .any(|now| 2 * members.iter().filter(|k| now.contains(k)).count() >= members.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,6 +343,17 @@ mod tests {
         assert_eq!(stable_id(&now, &prev, &[]), "c-aaa");
         let fresh: Vec<Box<str>> = vec!["x1234567890abcdef".into(), "y".into()];
         assert_eq!(stable_id(&fresh, &prev, &[]), "c-x1234567890a");
+    }
+
+    #[test]
+    fn a_piece_that_rejoined_its_cluster_is_absorbed_and_a_stranger_is_not() {
+        let keys = |v: &[&str]| v.iter().map(|k| Box::<str>::from(*k)).collect::<Vec<_>>();
+        let piece = keys(&["k4", "k5", "k6"]);
+        let whole = keys(&["k1", "k2", "k3", "k4", "k5", "k6"]);
+        let other = keys(&["x1", "x2", "k6"]);
+        assert!(absorbed(&piece, [whole.as_slice()].into_iter()));
+        assert!(!absorbed(&piece, [other.as_slice()].into_iter()));
+        assert!(!absorbed(&piece, std::iter::empty()));
     }
 
     #[test]

@@ -546,12 +546,15 @@ pub fn clusters(
         }
         out.push(state);
     }
-    // Clusters not found this time: kept through the memory lapse, then cleared.
+    // Clusters not found this time: kept through the memory lapse, then cleared; at once if
+    // their keys now sit in a cluster found this time.
+    let found = out.len();
     for old in previous {
         if out.iter().any(|c| c.id == old.id) {
             continue;
         }
-        if !lapsed(old.formed_ns) {
+        let merged = cluster::absorbed(&old.members, out[..found].iter().map(|c| &c.members[..]));
+        if !merged && !lapsed(old.formed_ns) {
             out.push(old);
             continue;
         }
@@ -562,7 +565,8 @@ pub fn clusters(
                     value: old.id.clone(),
                 };
                 let mut raised = old.raised[kind.index()];
-                // The cluster is gone (its memory lapsed): clear now, no hold.
+                // The cluster is gone (its memory lapsed, or its keys joined another): clear
+                // now, no hold.
                 if let Some(r) = raised.as_mut() {
                     r.below_since_ns = Some(0);
                 }
