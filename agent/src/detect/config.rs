@@ -99,7 +99,8 @@ pub struct RelayConfig {
     pub raise: f64,
     pub clear: f64,
     pub min_requests: u64,
-    /// Connections with both round trips an entity needs before the gap counts.
+    /// Connections with both round trips an entity needs before the gap (their lowest) counts:
+    /// enough that a client starved of CPU on some handshakes has one it answered in time.
     pub min_rtt_connections: u64,
     /// TLS round trip minus TCP round trip (median over connections), seconds.
     pub rtt_gap_lo_seconds: f64,
@@ -230,7 +231,7 @@ impl Default for RelayConfig {
             raise: 0.7,
             clear: 0.4,
             min_requests: 5,
-            min_rtt_connections: 2,
+            min_rtt_connections: 5,
             rtt_gap_lo_seconds: 0.03,
             rtt_gap_hi_seconds: 0.1,
             pooled_keys_full: 3.0,

@@ -305,7 +305,7 @@ pub fn relay(
             evidence: gap,
             text: txt!(
                 explain,
-                "TLS round trip exceeds TCP's by ≥{} (20th percentile of {}; cluster typical {})",
+                "TLS round trip exceeds TCP's by ≥{} (the lowest of {} connections; cluster typical {})",
                 secs_text(g),
                 f.rtt_samples,
                 base.rtt_gap_seconds.map_or("unknown".into(), secs_text)

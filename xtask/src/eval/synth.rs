@@ -20,6 +20,8 @@ pub const T0: u64 = 1_767_225_600 * NS;
 /// Server generation speed (tokens/s) and SSE bytes per token event (the lab's server: ~260).
 const TOKENS_PER_SECOND: f64 = 60.0;
 const SSE_BYTES_PER_TOKEN: u64 = 260;
+/// One client address in this many is a busy host (see `World::handshake_delay`).
+const BUSY_HOST_EVERY: u32 = 8;
 
 /// (context tokens, generated tokens) rows of a trace.
 pub type Trace = Vec<(u32, u32)>;
@@ -95,6 +97,9 @@ pub struct World<'a> {
     pub ips: Vec<String>,
     pub recs: Vec<Rec>,
     seed: u64,
+    /// Busy hosts' handshake delays draw from their own stream, so that adding them left every
+    /// other draw of a seed (and the figures that do not depend on the gap) as it was.
+    handshake_rng: StdRng,
 }
 
 /// Share of a day's activity in each hour (people's working day, UTC-shifted per client).
@@ -115,6 +120,7 @@ impl<'a> World<'a> {
             ips: Vec::new(),
             recs: Vec::new(),
             seed,
+            handshake_rng: StdRng::seed_from_u64(seed ^ 0x5eed_0f_b05f),
         }
     }
 
@@ -175,6 +181,22 @@ impl<'a> World<'a> {
         self.code[self.rng.gen_range(0..self.code.len())]
     }
 
+    /// The client's own delay in answering the server's TLS flight, seconds: none for most
+    /// clients; for one address in `BUSY_HOST_EVERY` (a saturated host, a client running many
+    /// threads under one interpreter lock, as the lab's Python actors do on a slow machine) a
+    /// heavy-tailed delay on every handshake (median 60 ms; in the lab, gaps of 40-490 ms).
+    fn handshake_delay(&mut self, ip: u32) -> f64 {
+        // Fibonacci hashing: busy hosts spread over the address space, the same every seed.
+        if ip.wrapping_mul(0x9e37_79b9) >> 24 < 256 / BUSY_HOST_EVERY {
+            LogNormal::new(0.06f64.ln(), 0.8)
+                .map(|d| d.sample(&mut self.handshake_rng))
+                .unwrap_or(0.06)
+                .min(1.0)
+        } else {
+            0.0
+        }
+    }
+
     /// One request: sizes from tokens, time from the server's generation rate.
     #[allow(clippy::too_many_arguments)]
     pub fn request(
@@ -212,7 +234,8 @@ impl<'a> World<'a> {
             ip,
             stack,
             tcp_rtt: rtt as f32,
-            tls_rtt: (rtt + relay_gap + 0.001 + self.rng.gen::<f64>() * 0.002) as f32,
+            tls_rtt: (rtt + relay_gap + 0.001 + self.rng.gen::<f64>() * 0.002) as f32
+                + self.handshake_delay(ip) as f32,
         };
         let end = if stream {
             rec.end_ns()
