@@ -120,7 +120,7 @@ impl<'a> World<'a> {
             ips: Vec::new(),
             recs: Vec::new(),
             seed,
-            handshake_rng: StdRng::seed_from_u64(seed ^ 0x5eed_0f_b05f),
+            handshake_rng: StdRng::seed_from_u64(seed ^ 0x005e_ed0f_b05f),
         }
     }
 
