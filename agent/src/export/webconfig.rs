@@ -217,17 +217,13 @@ fn versions(
 /// milliseconds by design and Prometheus sends the same credentials every scrape.
 const AUTH_CACHE_ENTRIES: usize = 1024;
 
-/// A bcrypt hash of a random password, checked for unknown users so that the answer takes as
-/// long as for a known one (no user enumeration by timing). Made once, on first use.
-fn dummy_hash() -> String {
-    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| {
-        let mut pw = [0u8; 16];
-        let _ = std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut pw));
-        bcrypt::hash(pw, bcrypt::DEFAULT_COST).unwrap_or_default()
-    })
-    .clone()
+/// A bcrypt hash of a random password at `cost`, checked for unknown users so that the answer
+/// takes as long as for a known one (no user enumeration by timing).
+fn dummy_hash(cost: u32) -> String {
+    let mut pw = [0u8; 16];
+    let _ = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut pw));
+    bcrypt::hash(pw, cost).unwrap_or_default()
 }
 
 /// `basic_auth_users`: user → bcrypt hash.
@@ -235,18 +231,29 @@ pub struct BasicAuth {
     users: BTreeMap<String, String>,
     /// SHA-256 of (user, hash, password) for checks that passed; never the password itself.
     cache: Mutex<HashSet<[u8; 32]>>,
+    /// What an unknown user's password is checked against, made on first use (off the async
+    /// threads, as every bcrypt call) at `dummy_cost`.
+    dummy: std::sync::OnceLock<String>,
+    /// The highest cost among the configured hashes, so an unknown user's check takes as long
+    /// as a known one's (at bcrypt's default cost it took several times longer than checks of
+    /// users hashed at a lower cost, and seconds on a loaded machine).
+    dummy_cost: u32,
 }
 
 impl BasicAuth {
     fn new(users: BTreeMap<String, String>) -> anyhow::Result<BasicAuth> {
+        let mut cost = None;
         for (user, hash) in &users {
-            hash.parse::<bcrypt::HashParts>().map_err(|e| {
+            let parts = hash.parse::<bcrypt::HashParts>().map_err(|e| {
                 anyhow::anyhow!("basic_auth_users {user:?}: not a bcrypt hash ({e})")
             })?;
+            cost = cost.max(Some(parts.get_cost()));
         }
         Ok(BasicAuth {
             users,
             cache: Mutex::new(HashSet::new()),
+            dummy: std::sync::OnceLock::new(),
+            dummy_cost: cost.unwrap_or(bcrypt::DEFAULT_COST),
         })
     }
 
@@ -270,8 +277,13 @@ impl BasicAuth {
             return true;
         }
         // bcrypt blocks for tens of milliseconds: off the async thread.
+        let auth = Arc::clone(&self);
         let ok = tokio::task::spawn_blocking(move || {
-            let hash = hash.unwrap_or_else(dummy_hash);
+            let hash = hash.unwrap_or_else(|| {
+                auth.dummy
+                    .get_or_init(|| dummy_hash(auth.dummy_cost))
+                    .clone()
+            });
             bcrypt::verify(&password, &hash)
         })
         .await
