@@ -69,8 +69,9 @@ fn slow_period(a: &KeyView, b: &KeyView, cfg: &ClusterConfig) -> u32 {
     if per_slot.is_nan() || per_slot <= 0.0 {
         return COARSEN;
     }
+    // At most 63 slots: the cast is lossless.
     let fit = a.age_slots.min(b.age_slots).min(63) / u64::from(cfg.min_active_slots.max(1));
-    let longest = (fit.min(u64::from(u32::MAX)) as u32).max(COARSEN);
+    let longest = (fit as u32).max(COARSEN);
     // In range before the cast: the clamp bounds it to [COARSEN, longest].
     (EXPECTED_PER_PERIOD / per_slot)
         .ceil()
