@@ -42,7 +42,8 @@ pub struct HttpObs {
     pub claimed_origins: u32,
     pub status: Option<u16>,
     pub event_stream: bool,
-    pub user_agent_family: String,
+    /// A label of the live decoder, borrowed; text from a log line, owned.
+    pub user_agent_family: Cow<'static, str>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -76,7 +77,6 @@ impl Observation {
     }
 
     pub fn from_report(r: &ExchangeReport) -> Observation {
-        let start_ns = r.request_start_unix_ns.unwrap_or(r.request_start_ns);
         let http = r.http.as_ref().map(|h| HttpObs {
             api_key_hash: h.api_key_hash.clone(),
             api_key_hash_prev: h.api_key_hash_prev.clone(),
@@ -84,8 +84,36 @@ impl Observation {
             claimed_origins: claimed_origins(&h.forwarded_for, h.client_ip),
             status: h.status,
             event_stream: h.event_stream,
-            user_agent_family: h.user_agent_family.to_owned(),
+            user_agent_family: Cow::Borrowed(h.user_agent_family),
         });
+        let ja4 = r.tls.as_ref().map(|t| t.ja4.clone());
+        Observation::with_parts(r, http, ja4, r.tcp.ja4t.clone())
+    }
+
+    /// As [`Observation::from_report`], the report's strings moved instead of copied: the
+    /// pipeline hands its last sink the report itself.
+    pub fn from_owned_report(mut r: ExchangeReport) -> Observation {
+        let http = r.http.take().map(|h| HttpObs {
+            claimed_origins: claimed_origins(&h.forwarded_for, h.client_ip),
+            api_key_hash: h.api_key_hash,
+            api_key_hash_prev: h.api_key_hash_prev,
+            client_ip: h.client_ip,
+            status: h.status,
+            event_stream: h.event_stream,
+            user_agent_family: Cow::Borrowed(h.user_agent_family),
+        });
+        let ja4 = r.tls.take().map(|t| t.ja4);
+        let ja4t = r.tcp.ja4t.take();
+        Observation::with_parts(&r, http, ja4, ja4t)
+    }
+
+    fn with_parts(
+        r: &ExchangeReport,
+        http: Option<HttpObs>,
+        ja4: Option<String>,
+        ja4t: Option<String>,
+    ) -> Observation {
+        let start_ns = r.request_start_unix_ns.unwrap_or(r.request_start_ns);
         Observation {
             start_ns,
             end_ns: end_ns(start_ns, r.ttfb_seconds, r.response_duration_seconds),
@@ -97,8 +125,8 @@ impl Observation {
             streamed_chunks: r.streamed_chunks,
             http,
             transport: Transport {
-                ja4: r.tls.as_ref().map(|t| t.ja4.clone()),
-                ja4t: r.tcp.ja4t.clone(),
+                ja4,
+                ja4t,
                 tcp_rtt_seconds: r.tcp.synack_ack_seconds,
                 tls_rtt_seconds: r.tcp.tls_rtt_seconds,
             },
@@ -126,6 +154,14 @@ fn end_ns(start_ns: u64, ttfb: Option<f64>, duration: Option<f64>) -> u64 {
 pub fn observation_of(report: &Report) -> Option<Observation> {
     match report {
         Report::Exchange(x) => Some(Observation::from_report(x)),
+        Report::TlsClientHello(_) => None,
+    }
+}
+
+/// As [`observation_of`], with the report's strings moved into the observation.
+pub fn observation_of_owned(report: Report) -> Option<Observation> {
+    match report {
+        Report::Exchange(x) => Some(Observation::from_owned_report(*x)),
         Report::TlsClientHello(_) => None,
     }
 }
@@ -247,7 +283,7 @@ impl LogLine<'_> {
                 event_stream: h.event_stream,
                 user_agent_family: h
                     .user_agent_family
-                    .map_or_else(|| "other".to_owned(), Cow::into_owned),
+                    .map_or(Cow::Borrowed("other"), |u| Cow::Owned(u.into_owned())),
             }),
             transport: Transport {
                 ja4: self.tls.map(|t| t.ja4.into_owned()),
@@ -336,6 +372,12 @@ mod tests {
         let line = serde_json::to_string(&Report::Exchange(Box::new(r.clone()))).unwrap();
         let offline = parse_line(&line).unwrap();
         assert_eq!(offline, Observation::from_report(&r));
+        // The pipeline's last sink takes the report itself; its strings move, nothing changes.
+        assert_eq!(offline, Observation::from_owned_report(r.clone()));
+        assert_eq!(
+            offline.transport.ja4t.as_deref(),
+            Some("64240_2-4-8-1-3_1460_7")
+        );
         assert_eq!(offline.start_ns, 1_700_000_000_000_000_000);
         assert_eq!(offline.end_ns, 1_700_000_001_750_000_000);
         assert_eq!(offline.http.as_ref().unwrap().claimed_origins, 1);

@@ -39,8 +39,42 @@ pub struct JoinStats {
 }
 
 /// The identity of one exchange on the wire: the same TCP connection's exchange seen at two
-/// hooks (a proxy's egress and the server's ingress) has the same endpoints and number.
-type WireId = (std::net::SocketAddr, std::net::SocketAddr, u32);
+/// hooks (a proxy's egress and the server's ingress) has the same endpoints and number. Held
+/// as words hashed in one write: a tuple of socket addresses costs a dozen calls into the
+/// keyed hash, for every exchange, twice.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct WireId([u32; 10]);
+
+impl WireId {
+    fn of(obs: &Observation) -> WireId {
+        let [p0, p1, p2, p3] = ip_words(obs.peer.ip());
+        let [s0, s1, s2, s3] = ip_words(obs.server.ip());
+        let ports = u32::from(obs.peer.port()) << 16 | u32::from(obs.server.port());
+        WireId([p0, p1, p2, p3, s0, s1, s2, s3, ports, obs.seq])
+    }
+}
+
+impl std::hash::Hash for WireId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // `hash_slice` of integers is one `write` of their bytes.
+        u32::hash_slice(&self.0, state);
+    }
+}
+
+/// An address as four words, IPv4 as its IPv6-mapped form (as the kernel's flow keys hold it).
+fn ip_words(ip: IpAddr) -> [u32; 4] {
+    let v6 = match ip {
+        IpAddr::V4(a) => a.to_ipv6_mapped(),
+        IpAddr::V6(a) => a,
+    };
+    let v = u128::from(v6);
+    [
+        (v >> 96) as u32,
+        (v >> 64) as u32,
+        (v >> 32) as u32,
+        v as u32,
+    ]
+}
 
 pub struct Joiner {
     delay_ns: u64,
@@ -76,8 +110,7 @@ impl Joiner {
             self.seen_http = true;
             // Resolved: the client is known through trusted forwarding, not just the peer.
             let resolved = h.client_ip != obs.peer.ip();
-            let id = (obs.peer, obs.server, obs.seq);
-            match self.http_seen.entry(id) {
+            match self.http_seen.entry(WireId::of(&obs)) {
                 Entry::Occupied(mut e) => {
                     let (start, other, other_resolved) = *e.get();
                     if start.abs_diff(obs.start_ns) <= self.tolerance_ns {
@@ -154,7 +187,7 @@ impl Joiner {
             let (serial, mut obs, dropped) = self.pending.pop_front()?;
             if obs.http.is_some() {
                 // One lookup (the key is hashed once), not a get and a remove.
-                if let Entry::Occupied(e) = self.http_seen.entry((obs.peer, obs.server, obs.seq)) {
+                if let Entry::Occupied(e) = self.http_seen.entry(WireId::of(&obs)) {
                     if e.get().1 == serial {
                         e.remove();
                     }

@@ -191,7 +191,7 @@ impl Detector {
         });
         // Borrowed from the observation: allocations saved per exchange.
         let key = key_entity.as_deref();
-        let ua = http.map(|h| h.user_agent_family.as_str());
+        let ua = http.map(|h| h.user_agent_family.as_ref());
         let ja4 = obs.transport.ja4.as_deref();
         let ja4t = obs.transport.ja4t.as_deref();
         let tokens = features::output_tokens(
@@ -200,7 +200,7 @@ impl Detector {
             http.map(|h| h.event_stream),
             cfg.harvest.bytes_per_token,
         );
-        let sample = Sample {
+        let mut sample = Sample {
             t: obs.end_ns,
             start: obs.start_ns,
             tokens,
@@ -228,30 +228,8 @@ impl Detector {
         if let Some(j) = ja4t {
             entities.push((EntityType::Ja4t, j));
         }
-        // Think time is a property of one client: its key, else its address.
-        let (subject_ty, subject) = entities[0];
         // Borrowed, not cloned: this runs for every exchange.
         let (windows, buckets) = (&cfg.windows_seconds[..], cfg.buckets);
-        let (think, retry) = {
-            let st = self.tables[subject_ty.index()].entry(subject, obs.end_ns, windows, buckets);
-            let think = st.think_before(obs.start_ns, MAX_THINK_NS);
-            st.note_end(obs.end_ns);
-            // The first request after a 429: how long the client waited to retry.
-            let retry = (st.throttled_end_ns != 0 && obs.start_ns >= st.throttled_end_ns)
-                .then(|| agent_common::ns_to_secs(obs.start_ns - st.throttled_end_ns));
-            if retry.is_some() {
-                st.throttled_end_ns = 0;
-            }
-            if sample.throttled {
-                st.throttled_end_ns = obs.end_ns;
-            }
-            (think, retry)
-        };
-        let sample = Sample {
-            think,
-            retry,
-            ..sample
-        };
         let links = Links {
             key,
             ip: ip_s,
@@ -261,9 +239,14 @@ impl Detector {
         };
         let slot_ns = cfg.slot_seconds * 1_000_000_000;
         let mut late = false;
-        for (ty, value) in &entities {
+        for (i, (ty, value)) in entities.iter().enumerate() {
             let table = &mut self.tables[ty.index()];
             let st = table.entry(value, obs.end_ns, windows, buckets);
+            if i == 0 {
+                // Think time is a property of one client, the first entity: its key, else its
+                // address. Worked out here, in the one lookup of it, before any update.
+                (sample.think, sample.retry) = pacing(st, obs, sample.throttled);
+            }
             let queued = st.dirty;
             late |= !update(st, &sample, slot_ns);
             links.add_to(st, *ty);
@@ -446,6 +429,22 @@ fn update(st: &mut EntityState, s: &Sample<'_>, slot_ns: u64) -> bool {
         st.activity.mark(slot);
     }
     any
+}
+
+/// The client's think time before this request (its previous end to this start), and after a
+/// 429 how long it waited to retry; notes this request's end (and a 429) for the next one.
+fn pacing(st: &mut EntityState, obs: &Observation, throttled: bool) -> (Option<f64>, Option<f64>) {
+    let think = st.think_before(obs.start_ns, MAX_THINK_NS);
+    st.note_end(obs.end_ns);
+    let retry = (st.throttled_end_ns != 0 && obs.start_ns >= st.throttled_end_ns)
+        .then(|| agent_common::ns_to_secs(obs.start_ns - st.throttled_end_ns));
+    if retry.is_some() {
+        st.throttled_end_ns = 0;
+    }
+    if throttled {
+        st.throttled_end_ns = obs.end_ns;
+    }
+    (think, retry)
 }
 
 struct Links<'a> {

@@ -3,7 +3,11 @@
 
 use std::io::Write;
 
-use super::{export::DetectorMetrics, input::observation_of, Detector};
+use super::{
+    export::DetectorMetrics,
+    input::{observation_of, observation_of_owned},
+    Detector,
+};
 use crate::pipeline::{report::Report, ReportSink};
 
 /// The detector as a sink of the pipeline's reports: events to a log, scores to metrics.
@@ -54,6 +58,12 @@ impl DetectorSink {
 impl ReportSink for DetectorSink {
     fn take(&mut self, report: &Report) {
         if let Some(obs) = observation_of(report) {
+            self.detector.observe(obs);
+        }
+    }
+
+    fn take_owned(&mut self, report: Report) {
+        if let Some(obs) = observation_of_owned(report) {
             self.detector.observe(obs);
         }
     }

@@ -1,7 +1,7 @@
 //! Capacity metrics from exchange reports: per service, request and response sizes, time to
 //! first byte, response duration, streamed chunks; request counts by method, route, status.
 
-use prometheus::{HistogramVec, IntCounterVec, Registry};
+use prometheus::{Histogram, HistogramVec, IntCounterVec, Registry};
 
 use crate::{
     export::registry,
@@ -52,6 +52,20 @@ pub struct CapacityMetrics {
     chunks: HistogramVec,
     hellos: IntCounterVec,
     assembly: IntCounterVec,
+    /// Each service's histograms, found once: a label lookup hashes the label values and takes
+    /// a lock, five times per exchange otherwise. As many as the services configured, plus
+    /// "other".
+    per_service: Vec<(String, ServiceSeries)>,
+}
+
+/// One service's series of the per-service histograms.
+#[derive(Clone)]
+struct ServiceSeries {
+    request_size: Histogram,
+    response_size: Histogram,
+    ttfb: Histogram,
+    duration: Histogram,
+    chunks: Histogram,
 }
 
 fn hist(
@@ -75,6 +89,7 @@ impl CapacityMetrics {
             hellos: registry::counter_vec(r, "siphon_tls_client_hellos_total", "TLS ClientHellos gathered, by result (fingerprinted, incomplete, invalid).", &["service", "result"])?,
             assembly: registry::counter_vec(r, "siphon_pipeline_events_total", "Userspace pipeline outcomes that are not exchanges, by what (duplicate_exchange, request_decode_error, response_decode_error, context_evicted, head_dropped, event_parse_error, hello_incomplete, hello_decode_error).", &["what"])?,
             services,
+            per_service: Vec::new(),
         };
         // Every `what` from the start, so dashboards and alerts see zeros, not gaps.
         for what in PIPELINE_EVENTS {
@@ -83,7 +98,7 @@ impl CapacityMetrics {
         Ok(m)
     }
 
-    pub fn observe(&self, report: &Report) {
+    pub fn observe(&mut self, report: &Report) {
         match report {
             Report::Exchange(e) => self.observe_exchange(e),
             Report::TlsClientHello(h) => {
@@ -98,7 +113,7 @@ impl CapacityMetrics {
         }
     }
 
-    fn observe_exchange(&self, e: &ExchangeReport) {
+    fn observe_exchange(&mut self, e: &ExchangeReport) {
         let service = self.services.name_for(e.server);
         let (method, route, status_class) = match &e.http {
             Some(h) => (h.method, h.route, h.status_class),
@@ -107,22 +122,33 @@ impl CapacityMetrics {
         self.requests
             .with_label_values(&[service, method, route, status_class])
             .inc();
-        self.request_size
-            .with_label_values(&[service])
-            .observe(e.request_bytes as f64);
-        self.response_size
-            .with_label_values(&[service])
-            .observe(e.response_bytes as f64);
+        let i = match self.per_service.iter().position(|(n, _)| n == service) {
+            Some(i) => i,
+            None => {
+                let series = ServiceSeries {
+                    request_size: self.request_size.with_label_values(&[service]),
+                    response_size: self.response_size.with_label_values(&[service]),
+                    ttfb: self.ttfb.with_label_values(&[service]),
+                    duration: self.duration.with_label_values(&[service]),
+                    chunks: self.chunks.with_label_values(&[service]),
+                };
+                self.per_service.push((service.to_owned(), series));
+                self.per_service.len() - 1
+            }
+        };
+        let Some((_, series)) = self.per_service.get(i) else {
+            return;
+        };
+        series.request_size.observe(e.request_bytes as f64);
+        series.response_size.observe(e.response_bytes as f64);
         if let Some(t) = e.ttfb_seconds {
-            self.ttfb.with_label_values(&[service]).observe(t);
+            series.ttfb.observe(t);
         }
         if let Some(d) = e.response_duration_seconds {
-            self.duration.with_label_values(&[service]).observe(d);
+            series.duration.observe(d);
         }
         if e.response_bytes > 0 && e.part == 0 {
-            self.chunks
-                .with_label_values(&[service])
-                .observe(e.streamed_chunks as f64);
+            series.chunks.observe(e.streamed_chunks as f64);
         }
     }
 

@@ -64,6 +64,11 @@ impl WallClock {
 pub trait ReportSink: Send {
     /// One report, with its wall-clock times filled in.
     fn take(&mut self, report: &Report);
+    /// The report itself, for the last sink: it may keep the report's strings without copying
+    /// them. The same as [`ReportSink::take`] otherwise.
+    fn take_owned(&mut self, report: Report) {
+        self.take(&report);
+    }
     /// After each batch of reports (one ring-buffer record's worth, or one swept flow).
     fn batch_done(&mut self) {}
     /// End of input: write what is pending.
@@ -207,14 +212,17 @@ impl Pipeline {
                 Report::TlsClientHello(h) => h.ts_unix_ns = WallClock::unix(offset, h.ts_ns),
             }
         }
-        for r in &out {
+        for r in out {
             match r {
                 Report::Exchange(_) => self.exchanges += 1,
                 Report::TlsClientHello(_) => self.hellos += 1,
             }
-            self.capacity.observe(r);
-            for sink in &mut self.sinks {
-                sink.take(r);
+            self.capacity.observe(&r);
+            if let Some((last, others)) = self.sinks.split_last_mut() {
+                for sink in others {
+                    sink.take(&r);
+                }
+                last.take_owned(r);
             }
         }
         for sink in &mut self.sinks {

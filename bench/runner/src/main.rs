@@ -143,6 +143,10 @@ struct Args {
     /// profiling it, e.g. under `perf record`.
     #[arg(long, hide = true)]
     pipeline_only: bool,
+    /// Clients in the userspace record mix: fewer for profiling under valgrind, where the
+    /// default mix takes minutes per run.
+    #[arg(long, hide = true, default_value_t = userspace::MIX_CLIENTS)]
+    mix_clients: usize,
     /// Internal: one size of the userspace scale measurement, in a process of its own.
     #[arg(long, hide = true)]
     scale_child: Option<usize>,
@@ -223,7 +227,7 @@ fn main() -> anyhow::Result<()> {
     let userspace = if args.no_userspace {
         Vec::new()
     } else {
-        userspace::measure(args.runs, &out_dir, args.pipeline_only)
+        userspace::measure(args.runs, &out_dir, args.pipeline_only, args.mix_clients)
             .context("userspace figures (skip them with --no-userspace)")?
     };
     let e2e = if args.no_e2e {

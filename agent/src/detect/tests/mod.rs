@@ -62,7 +62,7 @@ fn http(key: &str, ip: &str, start: u64, dur: u64, req: u64, resp: u64, ua: &str
             claimed_origins: 0,
             status: Some(200),
             event_stream: false,
-            user_agent_family: ua.to_owned(),
+            user_agent_family: ua.to_owned().into(),
         }),
         transport: Transport::default(),
     }

@@ -263,21 +263,22 @@ impl Assembler {
         let seq = x.exchange.seq;
         let key = x.key;
         let client_side = x.client;
-        let hello_pending = {
-            let ctx = self.ctx(&key, x.exchange.resp_last_ns.max(x.exchange.req_last_ns));
-            if seq != 0 && seq <= ctx.last_seq {
-                self.stats.duplicate_exchanges += 1;
-                return;
-            }
-            ctx.last_seq = seq;
-            !ctx.hello_done && !ctx.hello.is_empty()
-        };
-        // A hello still short when its exchange ends will not complete: decode what we have.
-        if hello_pending {
-            self.finish_hello(&key, x.exchange.req_first_ns, out);
-        }
-        let Some(ctx) = self.flows.get_mut(&key) else {
+        let ctx = self.ctx(&key, x.exchange.resp_last_ns.max(x.exchange.req_last_ns));
+        if seq != 0 && seq <= ctx.last_seq {
+            self.stats.duplicate_exchanges += 1;
             return;
+        }
+        ctx.last_seq = seq;
+        // A hello still short when its exchange ends will not complete: decode what we have.
+        // Only then is the context looked up twice.
+        let ctx = if !ctx.hello_done && !ctx.hello.is_empty() {
+            self.finish_hello(&key, x.exchange.req_first_ns, out);
+            match self.flows.get_mut(&key) {
+                Some(ctx) => ctx,
+                None => return,
+            }
+        } else {
+            ctx
         };
         let req_heads = take_seq(&mut ctx.req_heads, seq);
         let resp_heads = take_seq(&mut ctx.resp_heads, seq);
@@ -358,28 +359,32 @@ impl Assembler {
         };
         let status_class = status.map(decode::status_class_label).unwrap_or("none");
         match head {
-            Some(h) => HttpInfo {
-                method: h.method.as_label(),
-                route: h.route.as_label(),
-                path: h.path.clone(),
-                host: h.host.clone(),
-                status,
-                status_class,
-                event_stream,
-                user_agent_family: h.user_agent_family.as_label(),
-                api_key_hash: h.api_key.map(|k| k.to_hex()),
-                api_key_hash_prev: h.api_key_prev.map(|k| k.to_hex()),
-                client_ip: decode::client_ip(&h.forwarded_for, peer, self.cfg.trusted_hops),
-                forwarded_for: h.forwarded_for.clone(),
+            Some(h) => {
                 // A head cut by the capture length would give a wrong fingerprint: none instead.
-                ja4h: if h.truncated {
+                let ja4h = if h.truncated {
                     String::new()
                 } else {
                     Ja4h::new(&h).fingerprint()
-                },
-                head_truncated: h.truncated,
-                decode_error,
-            },
+                };
+                // The head is ours: its strings move into the report, not copied.
+                HttpInfo {
+                    method: h.method.as_label(),
+                    route: h.route.as_label(),
+                    status,
+                    status_class,
+                    event_stream,
+                    user_agent_family: h.user_agent_family.as_label(),
+                    api_key_hash: h.api_key.map(|k| k.to_hex()),
+                    api_key_hash_prev: h.api_key_prev.map(|k| k.to_hex()),
+                    client_ip: decode::client_ip(&h.forwarded_for, peer, self.cfg.trusted_hops),
+                    ja4h,
+                    head_truncated: h.truncated,
+                    decode_error,
+                    path: h.path,
+                    host: h.host,
+                    forwarded_for: h.forwarded_for,
+                }
+            }
             None => HttpInfo {
                 method: "invalid",
                 route: "_other",

@@ -37,7 +37,7 @@ pub(crate) const TARGET_DETECT_RPS: f64 = 200_000.0;
 
 /// The mix: 2,000 clients (a quarter over TLS) on keep-alive connections, a request each every
 /// 100 ms for 12 s of record time: 20,000 requests/s, ~55,000 records/s, a busy ingress.
-const MIX_CLIENTS: usize = 2_000;
+pub(crate) const MIX_CLIENTS: usize = 2_000;
 const MIX_ROUNDS: usize = 120;
 const MIX_PERIOD_MS: u64 = 100;
 
@@ -102,9 +102,14 @@ fn pipeline(json: Option<Box<dyn std::io::Write + Send>>) -> anyhow::Result<Pipe
     .with_sink(Box::new(detector)))
 }
 
-pub(crate) fn measure(runs: u32, out: &Path, pipeline_only: bool) -> anyhow::Result<Vec<Figure>> {
-    eprintln!("userspace: building the record mix ({MIX_CLIENTS} clients) with test_run");
-    let mix = mix::build(MIX_CLIENTS, MIX_ROUNDS, MIX_PERIOD_MS)?;
+pub(crate) fn measure(
+    runs: u32,
+    out: &Path,
+    pipeline_only: bool,
+    clients: usize,
+) -> anyhow::Result<Vec<Figure>> {
+    eprintln!("userspace: building the record mix ({clients} clients) with test_run");
+    let mix = mix::build(clients, MIX_ROUNDS, MIX_PERIOD_MS)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let log = out.join("userspace-exchanges.jsonl");
     let exchanges = {

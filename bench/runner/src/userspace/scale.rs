@@ -140,7 +140,7 @@ pub(crate) fn child(clients: usize, runs: u32) -> anyhow::Result<()> {
                     claimed_origins: 0,
                     status: Some(200),
                     event_stream: true,
-                    user_agent_family: "python".to_owned(),
+                    user_agent_family: "python".into(),
                 }),
                 transport: Transport {
                     ja4: Some(stacks[c % stacks.len()].to_owned()),
