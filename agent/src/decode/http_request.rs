@@ -9,6 +9,7 @@ use std::{fmt, net::IpAddr};
 use super::{
     api_key::{api_key_in_header, ApiKeyHash, ApiKeyHasher},
     forwarded::ForwardedChain,
+    header_names::HeaderNames,
     route::Route,
     text::bounded_lossy,
     user_agent::UaFamily,
@@ -98,7 +99,7 @@ pub struct RequestHead {
     /// The same key under the previous secret, while a rotated secret's overlap lasts.
     pub api_key_prev: Option<ApiKeyHash>,
     /// Header names in order and original case, as JA4H needs them.
-    pub header_names: Vec<String>,
+    pub header_names: HeaderNames,
     /// Cookie header value(s), joined with `; `. Kept only for JA4H; it may
     /// hold session secrets, so `Debug` prints its length, not its content.
     pub cookie: Option<String>,
@@ -205,7 +206,7 @@ fn partial_request_line(buf: &[u8]) -> Result<RequestHead, DecodeError> {
         forwarded_for: Vec::new(),
         api_key: None,
         api_key_prev: None,
-        header_names: Vec::new(),
+        header_names: HeaderNames::default(),
         cookie: None,
         accept_language: None,
         truncated: true,
@@ -251,7 +252,7 @@ fn from_httparse(
     let path = path_of(&bounded_lossy(target.as_bytes(), MAX_PATH_BYTES));
     let mut acc = HeaderAccumulator {
         // Sized once: growing it header by header reallocated it several times a request.
-        names: Vec::with_capacity(req.headers.len()),
+        names: HeaderNames::with_capacity(req.headers.len()),
         ..HeaderAccumulator::default()
     };
     for h in req.headers.iter() {
@@ -281,7 +282,7 @@ fn from_httparse(
 /// occurrence wins for single-valued headers, matching most servers.
 #[derive(Default)]
 struct HeaderAccumulator<'b> {
-    names: Vec<String>,
+    names: HeaderNames,
     host: Option<String>,
     /// `Err` once two Content-Length values disagree or one is malformed,
     /// since the body length is then unknowable.
@@ -296,8 +297,7 @@ struct HeaderAccumulator<'b> {
 
 impl<'b> HeaderAccumulator<'b> {
     fn add(&mut self, name: &str, value: &'b [u8], keys: Option<&ApiKeyHasher>) {
-        self.names
-            .push(bounded_lossy(name.as_bytes(), MAX_HEADER_NAME_BYTES));
+        self.names.push(name, MAX_HEADER_NAME_BYTES);
         let value_trimmed = value.trim_ascii();
         // Compared in place: lowercasing a copy of every header name cost an allocation each.
         let is = |known: &str| name.eq_ignore_ascii_case(known);

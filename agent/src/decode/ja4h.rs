@@ -133,7 +133,6 @@ impl<'a> Parts<'a> {
         let headers: Vec<&str> = head
             .header_names
             .iter()
-            .map(String::as_str)
             .filter(|n| !is(n, "cookie") && !is(n, "referer"))
             .collect();
         let referer = head.header_names.iter().any(|n| is(n, "referer"));

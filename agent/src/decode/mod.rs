@@ -7,6 +7,7 @@
 
 mod api_key;
 mod forwarded;
+mod header_names;
 mod http_request;
 mod http_response;
 mod ja4;
@@ -30,6 +31,7 @@ mod test_hello;
 pub use api_key::{ApiKeyHash, ApiKeyHasher, SecretError, MIN_SECRET_LEN};
 // Public for the fuzz targets (fuzz/): the chain is parsed from header values on its own.
 pub use forwarded::{ForwardedChain, MAX_FORWARDED};
+pub use header_names::HeaderNames;
 pub use http_request::{client_ip, parse_request_head, Method, RequestHead};
 pub use http_response::{parse_response_head, status_class_label, ResponseHead};
 pub use ja4::{Ja4, Transport};

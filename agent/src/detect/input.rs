@@ -5,6 +5,7 @@
 use std::{
     borrow::Cow,
     net::{IpAddr, SocketAddr},
+    sync::Arc,
 };
 
 use serde::Deserialize;
@@ -48,8 +49,9 @@ pub struct HttpObs {
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Transport {
-    pub ja4: Option<String>,
-    pub ja4t: Option<String>,
+    /// Shared with the report and the connection's other exchanges.
+    pub ja4: Option<Arc<str>>,
+    pub ja4t: Option<Arc<str>>,
     pub tcp_rtt_seconds: Option<f64>,
     pub tls_rtt_seconds: Option<f64>,
 }
@@ -102,7 +104,7 @@ impl Observation {
             event_stream: h.event_stream,
             user_agent_family: Cow::Borrowed(h.user_agent_family),
         });
-        let ja4 = r.tls.take().map(|t| t.ja4);
+        let ja4 = r.tls.take().map(|t| t.ja4.clone());
         let ja4t = r.tcp.ja4t.take();
         Observation::with_parts(&r, http, ja4, ja4t)
     }
@@ -110,8 +112,8 @@ impl Observation {
     fn with_parts(
         r: &ExchangeReport,
         http: Option<HttpObs>,
-        ja4: Option<String>,
-        ja4t: Option<String>,
+        ja4: Option<Arc<str>>,
+        ja4t: Option<Arc<str>>,
     ) -> Observation {
         let start_ns = r.request_start_unix_ns.unwrap_or(r.request_start_ns);
         Observation {
@@ -286,8 +288,8 @@ impl LogLine<'_> {
                     .map_or(Cow::Borrowed("other"), |u| Cow::Owned(u.into_owned())),
             }),
             transport: Transport {
-                ja4: self.tls.map(|t| t.ja4.into_owned()),
-                ja4t: tcp.ja4t.map(Cow::into_owned),
+                ja4: self.tls.map(|t| Arc::from(t.ja4.as_ref())),
+                ja4t: tcp.ja4t.map(|j| Arc::from(j.as_ref())),
                 tcp_rtt_seconds: tcp.synack_ack_seconds,
                 tls_rtt_seconds: tcp.tls_rtt_seconds,
             },
@@ -349,13 +351,13 @@ mod tests {
                 head_truncated: false,
                 decode_error: None,
             }),
-            tls: Some(TlsInfo {
+            tls: Some(Arc::new(TlsInfo {
                 ja4: "t13d1516h2_8daaf6152771_02713d6af862".into(),
                 ja4_r: String::new(),
                 ja4_o: String::new(),
                 ja4_ro: String::new(),
                 sni: None,
-            }),
+            })),
             tcp: TcpInfo {
                 ja4t: Some("64240_2-4-8-1-3_1460_7".into()),
                 ja4ts: None,

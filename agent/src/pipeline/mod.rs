@@ -127,6 +127,8 @@ pub struct Pipeline {
     sinks: Vec<Box<dyn ReportSink>>,
     wall: WallClock,
     last_stats: AssemblyStats,
+    /// The reports of the record being handled (empty between records).
+    reports: Vec<Report>,
     pub exchanges: u64,
     pub hellos: u64,
     pub parse_errors: u64,
@@ -152,6 +154,7 @@ impl Pipeline {
             sinks,
             wall: WallClock::Monotonic,
             last_stats: AssemblyStats::default(),
+            reports: Vec::new(),
             exchanges: 0,
             hellos: 0,
             parse_errors: 0,
@@ -183,9 +186,11 @@ impl Pipeline {
     }
 
     pub fn on_event(&mut self, ev: Event) {
-        let mut out = Vec::new();
+        // The buffer is kept between records: most records make one report or none.
+        let mut out = std::mem::take(&mut self.reports);
         self.assembler.handle(ev, &mut out);
-        self.emit(out);
+        self.emit(&mut out);
+        self.reports = out;
     }
 
     /// A flow left the kernel table (or was found idle): emit its open exchange, if any.
@@ -198,13 +203,13 @@ impl Pipeline {
         }
     }
 
-    fn emit(&mut self, mut out: Vec<Report>) {
+    fn emit(&mut self, out: &mut Vec<Report>) {
         let offset = if out.is_empty() {
             0
         } else {
             self.wall.offset_ns()
         };
-        for r in &mut out {
+        for r in out.iter_mut() {
             match r {
                 Report::Exchange(x) => {
                     x.request_start_unix_ns = WallClock::unix(offset, x.request_start_ns)
@@ -212,7 +217,7 @@ impl Pipeline {
                 Report::TlsClientHello(h) => h.ts_unix_ns = WallClock::unix(offset, h.ts_ns),
             }
         }
-        for r in out {
+        for r in out.drain(..) {
             match r {
                 Report::Exchange(_) => self.exchanges += 1,
                 Report::TlsClientHello(_) => self.hellos += 1,

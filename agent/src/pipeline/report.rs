@@ -1,7 +1,10 @@
 //! What the pipeline produces per exchange (and per TLS ClientHello): decoded, attributed,
 //! free of secrets (API keys only as keyed hashes; no payload bytes).
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use serde::{Serialize, Serializer};
 
@@ -54,7 +57,8 @@ pub struct ExchangeReport {
     /// Server segments with PSH: ≈ streamed chunks.
     pub streamed_chunks: u32,
     pub http: Option<HttpInfo>,
-    pub tls: Option<TlsInfo>,
+    /// The connection's, shared by its exchanges (not copied into each).
+    pub tls: Option<Arc<TlsInfo>>,
     pub tcp: TcpInfo,
 }
 
@@ -85,7 +89,8 @@ pub struct HttpInfo {
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct TlsInfo {
-    pub ja4: String,
+    /// Shared with the detector's observations of the connection.
+    pub ja4: Arc<str>,
     pub ja4_r: String,
     pub ja4_o: String,
     pub ja4_ro: String,
@@ -94,8 +99,9 @@ pub struct TlsInfo {
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct TcpInfo {
-    pub ja4t: Option<String>,
-    pub ja4ts: Option<String>,
+    /// Shared by the connection's exchanges, as `tls` is.
+    pub ja4t: Option<Arc<str>>,
+    pub ja4ts: Option<Arc<str>>,
     /// SYN → SYN-ACK as seen at this hook.
     pub syn_synack_seconds: Option<f64>,
     /// SYN-ACK → ACK.

@@ -4,7 +4,7 @@
 
 mod split;
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use agent_common::{client, exchange_end, payload_what, ExchangeRecord, FlowKey, Side, SynRecord};
 
@@ -48,13 +48,13 @@ struct FlowCtx {
     /// Side that sent the hello: the client, whatever the port heuristics said.
     hello_side: Option<u8>,
     hello_done: bool,
-    tls: Option<TlsInfo>,
+    tls: Option<Arc<TlsInfo>>,
     syn: Option<SynRecord>,
     synack: Option<SynRecord>,
     /// JA4T of `syn` and JA4TS of `synack`, formatted once per connection rather than for
     /// every exchange on it.
-    ja4t: Option<String>,
-    ja4ts: Option<String>,
+    ja4t: Option<Arc<str>>,
+    ja4ts: Option<Arc<str>>,
     last_seq: u32,
     touched_ns: u64,
     /// End of the server's answer to the ClientHello (the first exchange of a TLS flow).
@@ -140,12 +140,12 @@ impl Assembler {
         let ctx = self.ctx(&s.key, s.ts_ns);
         if s.tcp_flags & agent_common::tcp_flag::ACK != 0 {
             ctx.synack = Some(s);
-            ctx.ja4ts = Some(Ja4ts::new(s.window, syn_options(&s)).to_string());
+            ctx.ja4ts = Some(Ja4ts::new(s.window, syn_options(&s)).to_string().into());
         } else {
             // A new connection on this tuple: start over.
             *ctx = FlowCtx {
                 syn: Some(s),
-                ja4t: Some(Ja4t::new(s.window, syn_options(&s)).to_string()),
+                ja4t: Some(Ja4t::new(s.window, syn_options(&s)).to_string().into()),
                 touched_ns: s.ts_ns,
                 ..FlowCtx::default()
             };
@@ -230,13 +230,13 @@ impl Assembler {
             Ok(h) => {
                 let ja4 = Ja4::new(&h, Transport::Tcp);
                 let info = TlsInfo {
-                    ja4: ja4.fingerprint(),
+                    ja4: ja4.fingerprint().into(),
                     ja4_r: ja4.raw(),
                     ja4_o: ja4.original(),
                     ja4_ro: ja4.raw_original(),
                     sni: h.sni.clone(),
                 };
-                ctx.tls = Some(info.clone());
+                ctx.tls = Some(Arc::new(info.clone()));
                 (Some(info), None)
             }
             Err(e) => {

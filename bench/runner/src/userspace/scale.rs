@@ -143,8 +143,8 @@ pub(crate) fn child(clients: usize, runs: u32) -> anyhow::Result<()> {
                     user_agent_family: "python".into(),
                 }),
                 transport: Transport {
-                    ja4: Some(stacks[c % stacks.len()].to_owned()),
-                    ja4t: Some("64240_2-4-8-1-3_1460_10".to_owned()),
+                    ja4: Some(stacks[c % stacks.len()].into()),
+                    ja4t: Some("64240_2-4-8-1-3_1460_10".into()),
                     tcp_rtt_seconds: Some(0.010),
                     tls_rtt_seconds: Some(0.011),
                 },
