@@ -143,9 +143,9 @@ pub fn parse_request_head(
         return Err(DecodeError::Empty);
     }
     let capped = buf.get(..MAX_HEAD_BYTES).unwrap_or(buf);
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match config().parse_request(&mut req, capped) {
+    let mut slots = super::header_slots::<MAX_HEADERS>();
+    let mut req = httparse::Request::new(&mut []);
+    match config().parse_request_with_uninit_headers(&mut req, capped, &mut slots) {
         Ok(httparse::Status::Complete(_)) => from_httparse(&req, false, keys),
         Ok(httparse::Status::Partial) => parse_truncated(capped, keys),
         Err(e) => Err(map_error(e)),
@@ -168,9 +168,9 @@ fn parse_truncated(buf: &[u8], keys: Option<&ApiKeyHasher>) -> Result<RequestHea
     };
     let mut closed = buf.get(..=last_lf).unwrap_or(buf).to_vec();
     closed.extend_from_slice(b"\r\n");
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match config().parse_request(&mut req, &closed) {
+    let mut slots = super::header_slots::<MAX_HEADERS>();
+    let mut req = httparse::Request::new(&mut []);
+    match config().parse_request_with_uninit_headers(&mut req, &closed, &mut slots) {
         Ok(httparse::Status::Complete(_)) => from_httparse(&req, true, keys),
         Ok(httparse::Status::Partial) => Err(DecodeError::Truncated("request head")),
         Err(e) => Err(map_error(e)),

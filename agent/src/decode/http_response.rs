@@ -44,9 +44,9 @@ pub fn parse_response_head(buf: &[u8]) -> Result<ResponseHead, DecodeError> {
         return Err(DecodeError::Empty);
     }
     let capped = buf.get(..MAX_HEAD_BYTES).unwrap_or(buf);
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    match config().parse_response(&mut resp, capped) {
+    let mut slots = super::header_slots::<MAX_HEADERS>();
+    let mut resp = httparse::Response::new(&mut []);
+    match config().parse_response_with_uninit_headers(&mut resp, capped, &mut slots) {
         Ok(httparse::Status::Complete(_)) => from_httparse(&resp, false),
         Ok(httparse::Status::Partial) => parse_truncated(capped),
         Err(e) => Err(map_error(e)),
@@ -69,9 +69,9 @@ fn parse_truncated(buf: &[u8]) -> Result<ResponseHead, DecodeError> {
     };
     let mut closed = buf.get(..=last_lf).unwrap_or(buf).to_vec();
     closed.extend_from_slice(b"\r\n");
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    match config().parse_response(&mut resp, &closed) {
+    let mut slots = super::header_slots::<MAX_HEADERS>();
+    let mut resp = httparse::Response::new(&mut []);
+    match config().parse_response_with_uninit_headers(&mut resp, &closed, &mut slots) {
         Ok(httparse::Status::Complete(_)) => from_httparse(&resp, true),
         Ok(httparse::Status::Partial) => Err(DecodeError::Truncated("response head")),
         Err(e) => Err(map_error(e)),

@@ -41,6 +41,13 @@ pub use route::Route;
 pub use tls_hello::ClientHello;
 pub use user_agent::UaFamily;
 
+/// Header slots for httparse, left uninitialised: it writes the ones it fills, and zeroing a
+/// hundred and more of them (32 bytes each) cost more than parsing a typical head.
+pub(crate) fn header_slots<'b, const N: usize>() -> [std::mem::MaybeUninit<httparse::Header<'b>>; N]
+{
+    [const { std::mem::MaybeUninit::uninit() }; N]
+}
+
 /// Why a decoder gave up. Variants carry only static context, never input
 /// bytes, so an error can be logged without leaking captured payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -135,16 +135,17 @@ static RESPONSE_START: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
 
 /// Head length plus Content-Length, when the head is complete and the length known.
 pub(super) fn message_len(b: &[u8], request: bool) -> Option<usize> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut slots = crate::decode::header_slots::<64>();
+    let config = httparse::ParserConfig::default();
     let (head_len, hdrs): (usize, &[httparse::Header<'_>]) = if request {
-        let mut r = httparse::Request::new(&mut headers);
-        match r.parse(b) {
+        let mut r = httparse::Request::new(&mut []);
+        match config.parse_request_with_uninit_headers(&mut r, b, &mut slots) {
             Ok(httparse::Status::Complete(n)) => (n, r.headers),
             _ => return None,
         }
     } else {
-        let mut r = httparse::Response::new(&mut headers);
-        match r.parse(b) {
+        let mut r = httparse::Response::new(&mut []);
+        match config.parse_response_with_uninit_headers(&mut r, b, &mut slots) {
             Ok(httparse::Status::Complete(n)) => (n, r.headers),
             _ => return None,
         }
