@@ -310,7 +310,7 @@ pub fn parse_line(line: &str) -> Result<Observation, LineError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::pipeline::report::{HttpInfo, TcpInfo, TlsInfo};
 

@@ -1,7 +1,9 @@
 //! Capacity metrics from exchange reports: per service, request and response sizes, time to
 //! first byte, response duration, streamed chunks; request counts by method, route, status.
 
-use prometheus::{Histogram, HistogramVec, IntCounterVec, Registry};
+use std::collections::HashMap;
+
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, Registry};
 
 use crate::{
     export::registry,
@@ -41,6 +43,9 @@ fn chunk_buckets() -> Vec<f64> {
     (0..=14).map(|i| 2f64.powi(i)).collect()
 }
 
+/// Method, route and status class.
+type RequestLabels = (&'static str, &'static str, &'static str);
+
 #[derive(Clone)]
 pub struct CapacityMetrics {
     services: ServiceMap,
@@ -58,9 +63,11 @@ pub struct CapacityMetrics {
     per_service: Vec<(String, ServiceSeries)>,
 }
 
-/// One service's series of the per-service histograms.
+/// One service's series: its request counters by (method, route, status class) as they are
+/// first seen (the labels are the decoder's constants, a bounded set), and its histograms.
 #[derive(Clone)]
 struct ServiceSeries {
+    requests: HashMap<RequestLabels, IntCounter, foldhash::fast::FixedState>,
     request_size: Histogram,
     response_size: Histogram,
     ttfb: Histogram,
@@ -119,13 +126,11 @@ impl CapacityMetrics {
             Some(h) => (h.method, h.route, h.status_class),
             None => ("none", "_none", "none"),
         };
-        self.requests
-            .with_label_values(&[service, method, route, status_class])
-            .inc();
         let i = match self.per_service.iter().position(|(n, _)| n == service) {
             Some(i) => i,
             None => {
                 let series = ServiceSeries {
+                    requests: HashMap::default(),
                     request_size: self.request_size.with_label_values(&[service]),
                     response_size: self.response_size.with_label_values(&[service]),
                     ttfb: self.ttfb.with_label_values(&[service]),
@@ -136,9 +141,20 @@ impl CapacityMetrics {
                 self.per_service.len() - 1
             }
         };
-        let Some((_, series)) = self.per_service.get(i) else {
+        let Some((_, series)) = self.per_service.get_mut(i) else {
             return;
         };
+        let labels = (method, route, status_class);
+        match series.requests.get(&labels) {
+            Some(c) => c.inc(),
+            None => {
+                let c = self
+                    .requests
+                    .with_label_values(&[service, method, route, status_class]);
+                c.inc();
+                series.requests.insert(labels, c);
+            }
+        }
         series.request_size.observe(e.request_bytes as f64);
         series.response_size.observe(e.response_bytes as f64);
         if let Some(t) = e.ttfb_seconds {
@@ -211,6 +227,52 @@ mod tests {
         let t = time_buckets();
         assert_eq!((t.first(), t.last()), (Some(&0.001), Some(&600.0)));
         assert!(t.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    /// The per-service series are found once and kept: each exchange must still land in its
+    /// own service's and labels' series, whichever was seen first.
+    #[test]
+    fn exchanges_count_in_their_own_services_series() {
+        let r = Registry::new();
+        let services =
+            ServiceMap::parse(&["llm=:8000".to_owned(), "emb=:9000".to_owned()]).expect("services");
+        let mut m = CapacityMetrics::new(&r, services).expect("metrics");
+        let exchange = |port: u16, status: u16, bytes: u64| {
+            let mut x = crate::detect::input::tests::sample_report();
+            x.server.set_port(port);
+            x.request_bytes = bytes;
+            if let Some(h) = x.http.as_mut() {
+                h.status_class = crate::decode::status_class_label(status);
+            }
+            Report::Exchange(Box::new(x))
+        };
+        for (port, status, bytes, times) in [
+            (8000, 200, 100, 3),
+            (9000, 200, 1000, 2),
+            (8000, 429, 10, 1),
+            (7000, 200, 5, 4),
+        ] {
+            for _ in 0..times {
+                m.observe(&exchange(port, status, bytes));
+            }
+        }
+        let requests = |service: &str, class: &str| {
+            m.requests
+                .with_label_values(&[service, "POST", "chat_completions", class])
+                .get()
+        };
+        assert_eq!(requests("llm", "2xx"), 3);
+        assert_eq!(requests("llm", "4xx"), 1);
+        assert_eq!(requests("emb", "2xx"), 2);
+        assert_eq!(requests("emb", "4xx"), 0);
+        assert_eq!(requests("_other", "2xx"), 4);
+        let sizes = |service: &str| {
+            let h = m.request_size.with_label_values(&[service]);
+            (h.get_sample_count(), h.get_sample_sum())
+        };
+        assert_eq!(sizes("llm"), (4, 310.0));
+        assert_eq!(sizes("emb"), (2, 2000.0));
+        assert_eq!(sizes("_other"), (4, 20.0));
     }
 
     #[test]
