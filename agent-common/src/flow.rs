@@ -30,6 +30,21 @@ pub fn addr_to_ip(a: &Addr) -> core::net::IpAddr {
     }
 }
 
+/// The kernel form of an address: the inverse of [`addr_to_ip`].
+pub fn ip_to_addr(ip: core::net::IpAddr) -> Addr {
+    let v6 = match ip {
+        core::net::IpAddr::V4(a) => a.to_ipv6_mapped(),
+        core::net::IpAddr::V6(a) => a,
+    };
+    let mut words = [0u32; 4];
+    for (word, chunk) in words.iter_mut().zip(v6.octets().chunks_exact(4)) {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(chunk);
+        *word = u32::from_ne_bytes(b);
+    }
+    words
+}
+
 /// Which side of a normalised flow key a packet travels from.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -339,5 +354,8 @@ mod tests {
             addr_to_ip(&v6),
             IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1))
         );
+        // And back.
+        assert_eq!(ip_to_addr(addr_to_ip(&v4)), v4);
+        assert_eq!(ip_to_addr(addr_to_ip(&v6)), v6);
     }
 }

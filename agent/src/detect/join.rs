@@ -47,8 +47,8 @@ struct WireId([u32; 10]);
 
 impl WireId {
     fn of(obs: &Observation) -> WireId {
-        let [p0, p1, p2, p3] = ip_words(obs.peer.ip());
-        let [s0, s1, s2, s3] = ip_words(obs.server.ip());
+        let [p0, p1, p2, p3] = agent_common::ip_to_addr(obs.peer.ip());
+        let [s0, s1, s2, s3] = agent_common::ip_to_addr(obs.server.ip());
         let ports = u32::from(obs.peer.port()) << 16 | u32::from(obs.server.port());
         WireId([p0, p1, p2, p3, s0, s1, s2, s3, ports, obs.seq])
     }
@@ -59,21 +59,6 @@ impl std::hash::Hash for WireId {
         // `hash_slice` of integers is one `write` of their bytes.
         u32::hash_slice(&self.0, state);
     }
-}
-
-/// An address as four words, IPv4 as its IPv6-mapped form (as the kernel's flow keys hold it).
-fn ip_words(ip: IpAddr) -> [u32; 4] {
-    let v6 = match ip {
-        IpAddr::V4(a) => a.to_ipv6_mapped(),
-        IpAddr::V6(a) => a,
-    };
-    let v = u128::from(v6);
-    [
-        (v >> 96) as u32,
-        (v >> 64) as u32,
-        (v >> 32) as u32,
-        v as u32,
-    ]
 }
 
 pub struct Joiner {

@@ -57,9 +57,9 @@ pub struct CapacityMetrics {
     chunks: HistogramVec,
     hellos: IntCounterVec,
     assembly: IntCounterVec,
-    /// Each service's histograms, found once: a label lookup hashes the label values and takes
-    /// a lock, five times per exchange otherwise. As many as the services configured, plus
-    /// "other".
+    /// Each service's series, found once: a label lookup hashes the label values, takes a lock
+    /// and counts a reference, six times per exchange otherwise. As many as the services
+    /// configured, plus "other".
     per_service: Vec<(String, ServiceSeries)>,
 }
 
